@@ -1,0 +1,1 @@
+"""Ingestion: every file becomes a :class:`~radclip.io.contract.LoadedImage` and then a contract tensor."""

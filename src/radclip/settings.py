@@ -1,0 +1,99 @@
+"""Process-wide settings, read from ``RADCLIP_*`` environment variables.
+
+One pydantic-settings object; a bad value fails at start with a message naming the
+variable. Nothing here is built at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RADCLIP_"
+
+
+def repository_root() -> Path:
+    """The checkout this package runs from (editable install), else the working directory."""
+    here = Path(__file__).resolve()
+    candidate = here.parents[2]
+    if (candidate / "pyproject.toml").is_file() and (candidate / "src" / "radclip").is_dir():
+        return candidate
+    return Path.cwd()
+
+
+def _default_data_root() -> Path:
+    return (repository_root() / ".." / "shared" / "data").resolve()
+
+
+class SettingsError(ValueError):
+    """A RADCLIP_* variable has a value radclip cannot use."""
+
+
+class Settings(BaseSettings):
+    """Every field can be set as ``RADCLIP_<FIELD_NAME>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    data_root: Path = Field(default_factory=_default_data_root, description="Shared chest X-ray data (manifest.csv, images, reports).")
+    home: Path = Field(default=Path("~/.radclip"), description="State directory: database, index, caches, queues.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite:///$RADCLIP_HOME/radclip.db.")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for the shared text-embedding cache; unset = in-process only.")
+    api_key: str | None = Field(default=None, description="If set, every /api request must send it in the X-API-Key header.")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP service binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the HTTP service binds to.")
+    max_upload_mb: float = Field(default=50.0, gt=0, le=2048, description="Largest accepted upload, in MB.")
+    torch_threads: int = Field(default=0, ge=0, le=256, description="Intra-op threads for inference; 0 = library default.")
+    device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="Where models run.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")
+    triage_model: str = Field(default="radclip-mobilenetv2-nih", description="Registered triage model name, or a path to a .safetensors file.")
+    clip_model: str = Field(default="radclip-medclip-mini", description="Registered image-text model name, or a path to a .safetensors file.")
+    max_image_pixels: int = Field(default=50_000_000, ge=1_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
+
+    @field_validator("home", "data_root", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")):
+            raise ValueError("must start with sqlite:// or postgresql:// (e.g. postgresql://user@127.0.0.1:5432/radclip)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis:// (e.g. redis://127.0.0.1:6379/0)")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'radclip.db'}"
+
+    @property
+    def cxr_root(self) -> Path:
+        return self.data_root / "cxr"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus ``overrides``; raise :class:`SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            lines.append(f"{ENV_PREFIX}{field.upper()}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid radclip setting(s):\n  " + "\n  ".join(lines)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return load_settings()
