@@ -1,0 +1,99 @@
+"""Serving wrapper around the one shared triage model: scores and CAM from a single forward pass.
+
+The model is loaded once and only ever used under ``predict`` (inference mode, eval mode,
+no hooks), so one instance is shared by every request thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from radclip.io.labels import NIH_LABELS
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    labels: tuple[str, ...]
+    logits: np.ndarray  # (K,)
+    probs: np.ndarray  # (K,) calibrated (per-class temperature from the card)
+    band_low: np.ndarray  # (K,) lower edge of the confidence band
+    band_high: np.ndarray  # (K,)
+    features: Any  # torch.Tensor (1, C, h, w): kept for CAM, no second pass
+    inference_ms: float
+
+
+def _temperatures(card: Any, labels: tuple[str, ...]) -> np.ndarray:
+    temps = (card.calibration or {}).get("temperature", {})
+    return np.array([float(temps.get(name, 1.0)) for name in labels], dtype=np.float64)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class TriageRunner:
+    backend = "pytorch"
+
+    def __init__(self, model: Any, card: Any) -> None:
+        self.model = model
+        self.card = card
+        self.labels = tuple(card.labels) if card.labels else NIH_LABELS
+        self.temperature = _temperatures(card, self.labels)
+        # Half-width of the confidence band in logit space, per class (from the card; 0 if absent).
+        band = (card.calibration or {}).get("logit_band", {})
+        self.logit_band = np.array([float(band.get(name, 0.0)) for name in self.labels], dtype=np.float64)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> TriageRunner:
+        from radclip.models.registry import load_pretrained
+
+        model, card = load_pretrained(name_or_path)
+        return cls(model, card)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card.preprocessing.input_size)
+
+    def version_info(self) -> dict[str, Any]:
+        return {"name": self.card.name, "version": self.card.version, "sha256": self.card.weights_sha256, "backend": self.backend}
+
+    def run(self, contract: np.ndarray) -> TriageResult:
+        """Score one contract tensor ``(1, S, S)``; keeps the feature map for CAM."""
+        from radclip.models.preprocess import to_model_input
+
+        start = time.perf_counter()
+        out = self.model.predict(to_model_input(contract, self.card.preprocessing))
+        logits = out.logits[0].double().numpy()
+        scaled = logits / self.temperature
+        probs = _sigmoid(scaled)
+        low, high = _sigmoid(scaled - self.logit_band), _sigmoid(scaled + self.logit_band)
+        ms = (time.perf_counter() - start) * 1000
+        return TriageResult(self.labels, logits, probs, low, high, out.features, ms)
+
+    def label_index(self, label: str) -> int:
+        lookup = {name.lower(): i for i, name in enumerate(self.labels)}
+        key = label.strip().lower().replace(" ", "_")
+        if key not in lookup:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(lookup), n=1)
+            hint = f"; did you mean {self.labels[lookup[close[0]]]!r}?" if close else ""
+            raise KeyError(f"unknown finding {label!r}{hint} Known: {', '.join(self.labels)}")
+        return lookup[key]
+
+    def cam(self, result: TriageResult, label: str) -> np.ndarray:
+        """Class activation map for ``label`` from the stored feature map, (S, S) in [0, 1]."""
+        import torch
+
+        from radclip.explain.cam import class_activation_maps, normalize_maps, upsample_maps
+
+        idx = self.label_index(label)
+        head = self.model.classifier
+        with torch.inference_mode():
+            cams = class_activation_maps(result.features, head.weight, head.bias, [idx])
+            cams = normalize_maps(upsample_maps(cams, self.input_size))
+        return cams[0, 0].float().numpy()

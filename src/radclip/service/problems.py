@@ -1,0 +1,86 @@
+"""RFC 9457 problem+json errors. Every 4xx says what was wrong and how to fix it; no 500 leaks a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from radclip.io import errors as io_errors
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://radclip.dev/problems/"
+
+
+class ProblemError(Exception):
+    """Raise from a route to answer with a problem+json body."""
+
+    def __init__(self, status: int, title: str, detail: str, fix: str, kind: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.fix = status, title, detail, fix
+        self.kind = kind or title.lower().replace(" ", "-")
+        self.extra = extra
+
+
+def problem_response(status: int, title: str, detail: str, fix: str, kind: str, **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, "fix": fix, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+# Input errors from the loaders map to specific statuses.
+_INPUT_STATUS: dict[type[Exception], tuple[int, str]] = {
+    io_errors.ImageTooLargeError: (413, "Image too large"),
+    io_errors.UnsupportedFormatError: (415, "Unsupported image format"),
+    io_errors.EmptyFileError: (400, "Empty upload"),
+    io_errors.CorruptImageError: (400, "Corrupt image"),
+    io_errors.NotAnImageError: (422, "Not an image"),
+    io_errors.MultiFrameError: (422, "Multi-frame image"),
+    io_errors.UnsupportedModalityError: (422, "Unsupported modality"),
+}
+
+
+def _input_error_status(exc: io_errors.RadclipInputError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in _INPUT_STATUS:
+            return _INPUT_STATUS[cls]
+    return 400, "Invalid image"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, exc.fix, exc.kind, **exc.extra)
+
+    @app.exception_handler(io_errors.RadclipInputError)
+    async def _bad_image(_: Request, exc: io_errors.RadclipInputError) -> JSONResponse:
+        status, title = _input_error_status(exc)
+        return problem_response(
+            status, title, str(exc), "send a single-frame chest radiograph as DICOM (CR/DX), PNG or JPEG", title.lower().replace(" ", "-")
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return problem_response(
+            422, "Invalid request", f"the request does not match the API schema: {where}",
+            "correct the named fields (see /docs for the schema)", "invalid-request", errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}.get(exc.status_code, "HTTP error")
+        fix = {404: "check the URL against /docs", 405: "use the method listed in /docs"}.get(exc.status_code, "see /docs")
+        return problem_response(exc.status_code, title, str(exc.detail), fix, title.lower().replace(" ", "-"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return problem_response(500, "Internal error", "radclip failed to process this request", "retry; if it persists, report it with the server log time", "internal")

@@ -1,0 +1,73 @@
+"""A real uvicorn server on loopback, serving ``create_app`` with a small random-weight triage model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_triage_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mobilenetv2 triage model with seeded random weights and a proper card (no download, no training)."""
+    import torch
+
+    from radclip.io.labels import NIH_LABELS
+    from radclip.models.card import ModelCard, Preprocessing
+    from radclip.models.registry import create_model
+    from radclip.models.weights import save_state_dict
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_triage")
+    out = tmp_path_factory.mktemp("weights") / "tiny-triage.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    card = ModelCard(
+        name="tiny-triage", architecture="mobilenetv2_triage", version="test-0", task="triage", labels=list(NIH_LABELS),
+        preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=out.name, weights_sha256=sha,
+        calibration={"temperature": {NIH_LABELS[0]: 2.0}},
+    )
+    card.save(out.with_name("tiny-triage.card.json"))
+    return out
+
+
+class LiveServer:
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_triage_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    from radclip.service.app import create_app
+    from radclip.settings import load_settings
+
+    settings = load_settings(home=tmp_path_factory.mktemp("home"), triage_model=str(tiny_triage_weights), max_upload_mb=2)
+    with LiveServer(create_app(settings)) as server:
+        yield server
