@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")
     triage_model: str = Field(default="radclip-mobilenetv2-nih", description="Registered triage model name, or a path to a .safetensors file.")
     clip_model: str = Field(default="radclip-medclip-mini", description="Registered image-text model name, or a path to a .safetensors file.")
+    corpus: Path | None = Field(default=None, description="Folder of images or manifest CSV indexed for retrieval at start; default $RADCLIP_DATA_ROOT/cxr/pool.")
+    index_on_start: bool = Field(default=True, description="Build or load the retrieval index on a background thread at service start.")
+    seed_conditions: bool = Field(default=True, description="Register the shipped seed conditions when the registry is empty.")
     max_image_pixels: int = Field(default=50_000_000, ge=1_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
 
     @field_validator("home", "data_root", mode="after")
@@ -79,6 +82,10 @@ class Settings(BaseSettings):
     @property
     def cxr_root(self) -> Path:
         return self.data_root / "cxr"
+
+    @property
+    def resolved_corpus(self) -> Path:
+        return self.corpus if self.corpus is not None else self.cxr_root / "pool"
 
 
 def load_settings(**overrides: object) -> Settings:

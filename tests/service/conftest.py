@@ -40,6 +40,44 @@ def tiny_triage_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny image-text model (seeded random weights) with its card: seconds on CPU, no MiniLM needed."""
+    import torch
+
+    from radclip.models.card import ModelCard
+    from radclip.models.clip import tiny_config
+    from radclip.models.registry import create_model
+    from radclip.models.weights import save_state_dict
+
+    torch.manual_seed(0)
+    model = create_model("medclip_tiny")
+    out = tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
+              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
+        out.with_name("tiny-clip.card.json"))
+    return out
+
+
+def write_png(path: Path, seed: int, size: int = 64) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((rng.random((size, size)) * 255).astype("uint8"), mode="L").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    for i in range(12):
+        write_png(folder / f"case{i:02d}.png", seed=100 + i)
+    return folder
+
+
 class LiveServer:
     def __init__(self, app: object) -> None:
         import uvicorn
@@ -64,10 +102,13 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live_server(tiny_triage_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(tiny_triage_weights: Path, tiny_clip_weights: Path, tiny_corpus: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from radclip.service.app import create_app
     from radclip.settings import load_settings
 
-    settings = load_settings(home=tmp_path_factory.mktemp("home"), triage_model=str(tiny_triage_weights), max_upload_mb=2)
+    settings = load_settings(home=tmp_path_factory.mktemp("home"), triage_model=str(tiny_triage_weights),
+                             clip_model=str(tiny_clip_weights), corpus=tiny_corpus, max_upload_mb=2)
     with LiveServer(create_app(settings)) as server:
+        server.corpus = tiny_corpus  # type: ignore[attr-defined]
         yield server

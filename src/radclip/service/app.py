@@ -43,8 +43,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    from radclip.service.routers import health, triage
+    from radclip.service.routers import conditions, health, retrieve, screen, triage
 
-    app.include_router(health.router)
-    app.include_router(triage.router)
+    for module in (health, triage, screen, retrieve, conditions):
+        app.include_router(module.router)
     return app

@@ -16,6 +16,10 @@ class DecodedUpload:
     image: LoadedImage
     contract: np.ndarray  # (1, S, S)
 
+    def at_size(self, size: int) -> np.ndarray:
+        """The contract tensor at another model's input size (from the decoded pixels, not the resized ones)."""
+        return to_contract_tensor(self.image.pixels, size)
+
 
 def decode_upload(upload: Upload, size: int, max_pixels: int) -> DecodedUpload:
     """Decode with the one ingestion path; raises ``RadclipInputError`` subclasses on bad input."""

@@ -37,3 +37,85 @@ class ExplainResponse(BaseModel):
     overlay_png_base64: str = Field(description="CAM overlay on the image, PNG, base64")
     cam_shape: tuple[int, int]
     latency_ms: float
+
+
+class ScreenFinding(BaseModel):
+    pathology: str
+    category: str
+    confidence: float = Field(ge=0, le=1, description="calibrated confidence in [0, 1] after clinical rules")
+    rank: int
+    cosine: float = Field(description="raw image–text cosine similarity")
+    calibrated: bool = Field(description="False where the condition has no fitted calibration yet (default mapping)")
+    suppressed: bool = False
+    notes: list[str] = Field(default_factory=list, description="names of the clinical rules that touched this finding")
+
+
+class RuleNoteOut(BaseModel):
+    rule: str
+    condition: str | None
+    action: str
+    reason: str
+    before: float | None = None
+    after: float | None = None
+
+
+class StudyBlock(BaseModel):
+    context: dict[str, object] = Field(description="patient/study context (from FHIR resources or the DICOM header)")
+    fhir_patient: dict[str, object] | None = None
+    fhir_imaging_study: dict[str, object] | None = None
+
+
+class ScreenResponse(BaseModel):
+    findings: list[ScreenFinding]
+    rules: list[RuleNoteOut]
+    caveats: list[str]
+    triage: list[LabelScore]
+    embedding: list[float] = Field(description="the image's 512-d L2-normalised embedding")
+    latency_ms: float
+    model_version: dict[str, object]
+    study: StudyBlock
+    explanation: dict[str, object] | None = None
+
+
+class RetrieveRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=2000, description="free-text description, e.g. 'left pleural effusion in elderly patient'")
+    top_k: int = Field(default=10, ge=1, le=100)
+
+
+class RetrievalHitOut(BaseModel):
+    rank: int
+    study_id: str
+    similarity: float
+    metadata: dict[str, object]
+
+
+class RetrieveResponse(BaseModel):
+    results: list[RetrievalHitOut]
+    index: dict[str, object]
+    latency_ms: float
+
+
+class RegisterConditionRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=80, description="slug, e.g. 'sarcoidosis'")
+    prompts: list[str] = Field(min_length=1, max_length=32, description="radiology phrasings of the finding")
+    synonyms: list[str] = Field(default_factory=list, max_length=32)
+    category: str = Field(default="other", max_length=40)
+    registered_by: str = Field(default="api", max_length=80)
+
+
+class RegisterConditionResponse(BaseModel):
+    status: str = Field(description="registered | updated | unchanged")
+    name: str
+    version: int
+    embedding_id: str
+
+
+class ConditionOut(BaseModel):
+    name: str
+    category: str
+    synonyms: list[str]
+    version: int
+    status: str
+    registered_by: str
+    registered_at: str
+    prompts: list[str]

@@ -2,13 +2,15 @@
 
 ``build_state`` is called once by the app's lifespan. Components that fail to load are
 reported by ``/readyz`` with the reason instead of crashing the process, so triage keeps
-answering when, say, the retrieval corpus is missing.
+answering when, say, the image–text model is missing. The retrieval index is opened on a
+background thread (:class:`IndexWarmup`): load from disk on a warm start, build otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,24 @@ from radclip.service.metrics import ServiceMetrics
 from radclip.settings import Settings
 
 log = logging.getLogger(__name__)
+INDEX_STATES = ("disabled", "warming", "ready", "failed")
+
+
+@dataclass
+class IndexWarmup:
+    """Progress of the background index build, read by /readyz and /api/v1/retrieve."""
+
+    state: str = "disabled"
+    done: int = 0
+    total: int = 0
+    detail: str = ""
+    started_at: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        frac = (self.done / self.total) if self.total else (1.0 if self.state == "ready" else 0.0)
+        return {"state": self.state, "done": self.done, "total": self.total, "progress": round(frac, 4),
+                "detail": self.detail, "seconds": round(self.seconds, 2)}  # fmt: skip
 
 
 @dataclass
@@ -24,37 +44,120 @@ class ServiceState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     triage: Any | None = None  # radclip.runtime.triage_runner.TriageRunner
     clip: Any | None = None  # radclip.runtime.clip_runner.ClipRunner
+    text: Any | None = None  # radclip.engine.text_cache.TextEmbeddingCache over clip
+    registry: Any | None = None  # radclip.engine.registry.PromptRegistry
+    screener: Any | None = None  # radclip.engine.screening.Screener
+    index: Any | None = None  # radclip.engine.study_index.StudyIndex
+    retriever: Any | None = None  # radclip.engine.retrieval.Retriever
+    image_batcher: Any | None = None  # radclip.runtime.batcher.MicroBatcher for image embeddings
+    warmup: IndexWarmup = field(default_factory=IndexWarmup)
     load_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
+    # -- background ---------------------------------------------------------------------
     def start_background(self) -> None:
-        """Start background work (corpus indexing); returns at once."""
+        """Start opening the retrieval index on a thread; returns at once."""
+        if self.index is None or not self.settings.index_on_start:
+            return
+        self.warmup = IndexWarmup(state="warming", started_at=time.monotonic())
+        t = threading.Thread(target=self._open_index, name="radclip-index", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.warmup.done, self.warmup.total = done, total
+
+    def _open_index(self) -> None:
+        from radclip.engine.corpus import corpus_records
+        from radclip.engine.study_index import BuildCancelled
+
+        try:
+            records = corpus_records(self.settings.resolved_corpus)
+            self.warmup.total = len(records)
+            report = self.index.open(records, progress=self._progress, cancel=self._stop)  # type: ignore[union-attr]
+            self.warmup.state, self.warmup.detail = "ready", report.reason
+            self.metrics.index_size.set(report.live)
+        except BuildCancelled:
+            self.warmup.state, self.warmup.detail = "failed", "cancelled at shutdown; nothing was persisted"
+        except Exception as exc:  # surfaced on /readyz; the rest of the service keeps working
+            log.error("retrieval index not opened: %s", exc)
+            self.warmup.state, self.warmup.detail = "failed", str(exc)
+        self.warmup.seconds = time.monotonic() - self.warmup.started_at
+        for s in INDEX_STATES:
+            self.metrics.index_state.labels(s).set(1 if s == self.warmup.state else 0)
 
     def stop_background(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=60)
         self._threads.clear()
 
     def close(self) -> None:
-        """Release resources (database connections)."""
+        if self.image_batcher is not None:
+            self.image_batcher.close()
+        for part in (self.registry, self.index):
+            engine = getattr(part, "engine", None)
+            if engine is not None:
+                engine.dispose()
 
+    # -- reporting -----------------------------------------------------------------------
     def model_versions(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.triage is not None:
             out["triage"] = self.triage.version_info()
         if self.clip is not None:
             out["clip"] = self.clip.version_info()
+        if self.registry is not None:
+            out["registry"] = {"version": self.registry.state_token()}
         return out
 
     def readiness(self) -> dict[str, Any]:
-        ready = self.triage is not None
+        ready = self.triage is not None and self.screener is not None
+        cache = self.text.stats() if self.text is not None else None
+        if cache is not None:
+            self.metrics.cache_hit_rate.set(float(cache.get("hit_rate", 0.0)))
         return {
             "status": "ready" if ready else "degraded",
             "models": self.model_versions(),
+            "index": self.warmup.to_dict(),
+            "text_cache": cache,
             "load_errors": self.load_errors,
         }
+
+
+def _load_triage(state: ServiceState) -> None:
+    from radclip.runtime.triage_runner import TriageRunner
+
+    state.triage = TriageRunner.load(state.settings.triage_model)
+    c = state.triage.card
+    state.metrics.model_info.labels("triage", c.name, c.version, state.triage.backend).set(1)
+
+
+def _load_engine(state: ServiceState) -> None:
+    from radclip.engine.registry import PromptRegistry
+    from radclip.engine.retrieval import Retriever
+    from radclip.engine.screening import Screener
+    from radclip.engine.study_index import StudyIndex
+    from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
+    from radclip.runtime.batcher import BatcherConfig, MicroBatcher
+    from radclip.runtime.clip_runner import ClipRunner
+
+    s = state.settings
+    clip = state.clip = ClipRunner.load(s.clip_model)
+    state.metrics.model_info.labels("clip", clip.card.name, clip.card.version, clip.backend).set(1)
+    state.text = TextEmbeddingCache(clip, CacheConfig(redis_url=s.redis_url))
+    s.home.mkdir(parents=True, exist_ok=True)
+    state.registry = PromptRegistry(s.resolved_database_url, embedder=state.text)
+    if s.seed_conditions and not state.registry.list(active_only=False):
+        state.registry.load_seed()
+    state.screener = Screener(state.registry, image_version=clip.version, text_version=state.text.version)
+    state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index")
+    state.retriever = Retriever(state.index, text_embedder=state.text, image_embedder=clip)
+    state.image_batcher = MicroBatcher(
+        lambda items: list(clip.encode_images(__import__("numpy").stack(items))), BatcherConfig(max_batch=16, max_wait_ms=4.0),
+        name="radclip-image-batcher", on_batch=lambda n: state.metrics.batch_size.labels("clip-image").observe(n),
+    )
 
 
 def build_state(settings: Settings) -> ServiceState:
@@ -64,12 +167,10 @@ def build_state(settings: Settings) -> ServiceState:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    try:
-        from radclip.runtime.triage_runner import TriageRunner
-
-        state.triage = TriageRunner.load(settings.triage_model)
-        state.metrics.model_info.labels("triage", state.triage.card.name, state.triage.card.version, state.triage.backend).set(1)
-    except Exception as exc:  # reported on /readyz; triage routes answer 503 with the reason
-        log.error("triage model %r not loaded: %s", settings.triage_model, exc)
-        state.load_errors["triage"] = str(exc)
+    for part, loader in (("triage", _load_triage), ("clip", _load_engine)):
+        try:
+            loader(state)
+        except Exception as exc:  # reported on /readyz; the routes that need it answer 503 with the reason
+            log.error("%s not loaded: %s", part, exc)
+            state.load_errors[part] = f"{type(exc).__name__}: {exc}"
     return state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -16,6 +16,7 @@ class Upload:
     data: bytes
     filename: str | None
     content_type: str
+    fields: dict[str, str] = field(default_factory=dict)  # other multipart text fields (e.g. FHIR JSON)
 
 
 def _too_large(limit: int) -> ProblemError:
@@ -57,7 +58,8 @@ async def read_image_upload(request: Request, limit_bytes: int) -> Upload:
         data = await part.read()
         if len(data) > limit_bytes:
             raise _too_large(limit_bytes)
-        return Upload(data, part.filename, part.content_type or "application/octet-stream")
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        return Upload(data, part.filename, part.content_type or "application/octet-stream", fields)
     if ctype not in RAW_TYPES:
         raise ProblemError(
             415, "Unsupported content type", f"content type {ctype or '(none)'!r} is not an image upload",

@@ -29,7 +29,7 @@ IMAGE_BODY = {
 }
 
 
-def _png_bytes(rgb) -> bytes:  # type: ignore[no-untyped-def]
+def png_bytes(rgb) -> bytes:  # type: ignore[no-untyped-def]
     import io
 
     from PIL import Image
@@ -39,7 +39,16 @@ def _png_bytes(rgb) -> bytes:  # type: ignore[no-untyped-def]
     return buf.getvalue()
 
 
-def _runner(state):  # type: ignore[no-untyped-def]
+def label_scores(result) -> list[LabelScore]:  # type: ignore[no-untyped-def]
+    """The 14 calibrated findings with their bands, highest probability first."""
+    scores = [
+        LabelScore(label=name, probability=float(p), band=(float(lo), float(hi)), logit=float(z))
+        for name, p, lo, hi, z in zip(result.labels, result.probs, result.band_low, result.band_high, result.logits, strict=True)
+    ]
+    return sorted(scores, key=lambda s: s.probability, reverse=True)
+
+
+def require_triage(state):  # type: ignore[no-untyped-def]
     if state.triage is None:
         reason = state.load_errors.get("triage", "not configured")
         raise ProblemError(503, "Triage model unavailable", f"the triage model is not loaded: {reason}",
@@ -50,7 +59,7 @@ def _runner(state):  # type: ignore[no-untyped-def]
 @router.post("/triage", response_model=TriageResponse, summary="Score the 14 NIH findings (calibrated)", openapi_extra=IMAGE_BODY)
 async def triage(request: Request, state: StateDep) -> TriageResponse:
     start = time.perf_counter()
-    runner = _runner(state)
+    runner = require_triage(state)
     upload = await read_image_upload(request, int(state.settings.max_upload_mb * 1e6))
 
     def work():  # type: ignore[no-untyped-def]
@@ -59,13 +68,8 @@ async def triage(request: Request, state: StateDep) -> TriageResponse:
 
     decoded, result = await run_in_threadpool(work)
     state.metrics.inference.labels("triage", runner.backend).observe(result.inference_ms / 1000)
-    scores = [
-        LabelScore(label=name, probability=float(p), band=(float(lo), float(hi)), logit=float(z))
-        for name, p, lo, hi, z in zip(result.labels, result.probs, result.band_low, result.band_high, result.logits, strict=True)
-    ]
-    scores.sort(key=lambda s: s.probability, reverse=True)
     return TriageResponse(
-        model_version=runner.version_info(), findings=scores, inference_ms=result.inference_ms,
+        model_version=runner.version_info(), findings=label_scores(result), inference_ms=result.inference_ms,
         latency_ms=(time.perf_counter() - start) * 1000, image=image_facts(decoded.image),
     )
 
@@ -77,7 +81,7 @@ async def explain(
     label: str = Query(..., min_length=1, max_length=64, description="finding to explain, e.g. Effusion"),
 ) -> ExplainResponse:
     start = time.perf_counter()
-    runner = _runner(state)
+    runner = require_triage(state)
     try:
         runner.label_index(label)
     except KeyError as exc:
@@ -90,7 +94,7 @@ async def explain(
         decoded = decode_upload(upload, runner.input_size, state.settings.max_image_pixels)
         result = runner.run(decoded.contract)
         cam = runner.cam(result, label)
-        return result, cam, _png_bytes(overlay(decoded.contract[0], cam))
+        return result, cam, png_bytes(overlay(decoded.contract[0], cam))
 
     result, cam, png = await run_in_threadpool(work)
     idx = runner.label_index(label)
