@@ -20,6 +20,25 @@ from radclip.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+def _install_request_metrics(app: FastAPI) -> None:
+    """Latency histogram and status counter per endpoint (the route template, never the raw path)."""
+    import time
+
+    from fastapi import Request
+
+    @app.middleware("http")
+    async def _timed(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        state = getattr(request.app.state, "radclip", None)
+        if state is not None:
+            state.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - start)
+            state.metrics.requests.labels(endpoint, f"{response.status_code // 100}xx").inc()
+        return response
+
+
 def create_app(settings: Settings | None = None, *, state: ServiceState | None = None) -> FastAPI:
     """Build the app. ``state`` lets tests inject pre-built components; otherwise lifespan builds them."""
     settings = settings or get_settings()
@@ -43,6 +62,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    _install_request_metrics(app)
     from radclip.service.routers import conditions, health, retrieve, screen, triage
 
     for module in (health, triage, screen, retrieve, conditions):

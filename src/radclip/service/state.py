@@ -138,7 +138,7 @@ def _load_engine(state: ServiceState) -> None:
     from radclip.engine.registry import PromptRegistry
     from radclip.engine.retrieval import Retriever
     from radclip.engine.screening import Screener
-    from radclip.engine.study_index import StudyIndex
+    from radclip.engine.study_index import StudyIndex, default_load_fn
     from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
     from radclip.runtime.batcher import BatcherConfig, MicroBatcher
     from radclip.runtime.clip_runner import ClipRunner
@@ -152,7 +152,7 @@ def _load_engine(state: ServiceState) -> None:
     if s.seed_conditions and not state.registry.list(active_only=False):
         state.registry.load_seed()
     state.screener = Screener(state.registry, image_version=clip.version, text_version=state.text.version)
-    state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index")
+    state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index", load_fn=default_load_fn(clip.input_size))
     state.retriever = Retriever(state.index, text_embedder=state.text, image_embedder=clip)
     state.image_batcher = MicroBatcher(
         lambda items: list(clip.encode_images(__import__("numpy").stack(items))), BatcherConfig(max_batch=16, max_wait_ms=4.0),
