@@ -21,6 +21,8 @@ $(STAMP):
 	touch $(STAMP)
 
 run: install
+	# ONNX Runtime serves faster than PyTorch eager; export the embedded defaults once (verified by parity).
+	$(BIN)/radclip export onnx --if-missing || echo "ONNX export failed; the service falls back to PyTorch"
 	$(BIN)/radclip serve
 
 test: install

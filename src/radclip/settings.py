@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")
     triage_model: str = Field(default="radclip-mobilenetv2-nih", description="Registered triage model name, or a path to a .safetensors file.")
     clip_model: str = Field(default="radclip-medclip-mini", description="Registered image-text model name, or a path to a .safetensors file.")
+    backend: Literal["auto", "pytorch", "onnxruntime"] = Field(default="auto", description="Inference backend; auto = ONNX Runtime when exports matching the weights exist.")
+    export_dir: Path | None = Field(default=None, description="Where ONNX exports live; default $RADCLIP_HOME/export.")
     corpus: Path | None = Field(default=None, description="Folder of images or manifest CSV indexed for retrieval at start; default $RADCLIP_DATA_ROOT/cxr/pool.")
     index_on_start: bool = Field(default=True, description="Build or load the retrieval index on a background thread at service start.")
     seed_conditions: bool = Field(default=True, description="Register the shipped seed conditions when the registry is empty.")
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def cxr_root(self) -> Path:
         return self.data_root / "cxr"
+
+    @property
+    def resolved_export_dir(self) -> Path:
+        return self.export_dir if self.export_dir is not None else self.home / "export"
 
     @property
     def resolved_corpus(self) -> Path:

@@ -22,7 +22,7 @@ class TriageResult:
     probs: np.ndarray  # (K,) calibrated (per-class temperature from the card)
     band_low: np.ndarray  # (K,) lower edge of the confidence band
     band_high: np.ndarray  # (K,)
-    features: Any  # torch.Tensor (1, C, h, w): kept for CAM, no second pass
+    features: Any  # what cam() needs, kept from the one pass: torch features (1, C, h, w), or ONNX cams (1, K, h, w)
     inference_ms: float
 
 
@@ -31,7 +31,7 @@ def _temperatures(card: Any, labels: tuple[str, ...]) -> np.ndarray:
     return np.array([float(temps.get(name, 1.0)) for name in labels], dtype=np.float64)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -67,12 +67,13 @@ class TriageRunner:
 
         start = time.perf_counter()
         out = self.model.predict(to_model_input(contract, self.card.preprocessing))
-        logits = out.logits[0].double().numpy()
+        return self._result(out.logits[0].double().numpy(), out.features, (time.perf_counter() - start) * 1000)
+
+    def _result(self, logits: np.ndarray, features: Any, ms: float) -> TriageResult:
+        """Calibrate (per-class temperature) and attach the band; ``features`` is whatever ``cam`` needs."""
         scaled = logits / self.temperature
-        probs = _sigmoid(scaled)
-        low, high = _sigmoid(scaled - self.logit_band), _sigmoid(scaled + self.logit_band)
-        ms = (time.perf_counter() - start) * 1000
-        return TriageResult(self.labels, logits, probs, low, high, out.features, ms)
+        low, high = sigmoid(scaled - self.logit_band), sigmoid(scaled + self.logit_band)
+        return TriageResult(self.labels, logits, sigmoid(scaled), low, high, features, ms)
 
     def label_index(self, label: str) -> int:
         lookup = {name.lower(): i for i, name in enumerate(self.labels)}

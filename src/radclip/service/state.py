@@ -126,10 +126,32 @@ class ServiceState:
         }
 
 
+def _exports_for(settings: Settings, name: str) -> tuple[Any, dict[str, Any]]:
+    """The model's card and its verified ONNX exports (empty unless the backend allows ONNX)."""
+    from radclip.models.registry import find_card
+    from radclip.runtime.onnx_backend import find_exports
+
+    card, _ = find_card(name)
+    if settings.backend == "pytorch":
+        return card, {}
+    exports = find_exports(settings.resolved_export_dir, card)
+    if settings.backend == "onnxruntime" and not exports:
+        raise RuntimeError(f"RADCLIP_BACKEND=onnxruntime but no ONNX export of {card.name} in {settings.resolved_export_dir}; "
+                           "run `radclip export onnx` first")  # fmt: skip
+    return card, exports
+
+
 def _load_triage(state: ServiceState) -> None:
     from radclip.runtime.triage_runner import TriageRunner
 
-    state.triage = TriageRunner.load(state.settings.triage_model)
+    s = state.settings
+    card, exports = _exports_for(s, s.triage_model)
+    if "triage" in exports:
+        from radclip.runtime.onnx_backend import OnnxTriageRunner
+
+        state.triage = OnnxTriageRunner(card, exports["triage"], threads=s.torch_threads)
+    else:
+        state.triage = TriageRunner.load(s.triage_model)
     c = state.triage.card
     state.metrics.model_info.labels("triage", c.name, c.version, state.triage.backend).set(1)
 
@@ -144,7 +166,14 @@ def _load_engine(state: ServiceState) -> None:
     from radclip.runtime.clip_runner import ClipRunner
 
     s = state.settings
-    clip = state.clip = ClipRunner.load(s.clip_model)
+    card, exports = _exports_for(s, s.clip_model)
+    if {"clip-image", "clip-text"} <= set(exports):
+        from radclip.runtime.onnx_backend import OnnxClipRunner
+
+        clip: Any = OnnxClipRunner(card, exports["clip-image"], exports["clip-text"], threads=s.torch_threads)
+    else:
+        clip = ClipRunner.load(s.clip_model)
+    state.clip = clip
     state.metrics.model_info.labels("clip", clip.card.name, clip.card.version, clip.backend).set(1)
     state.text = TextEmbeddingCache(clip, CacheConfig(redis_url=s.redis_url))
     s.home.mkdir(parents=True, exist_ok=True)
