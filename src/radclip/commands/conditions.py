@@ -1,0 +1,71 @@
+"""``radclip conditions``: list, register, retire and audit the screening conditions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+HELP = "manage the screening conditions in the prompt registry (list, register, retire, history, seed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", default=None, help="SQLAlchemy URL (default RADCLIP_DATABASE_URL or sqlite under RADCLIP_HOME)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="list conditions (active only unless --all)")
+    ls.add_argument("--all", action="store_true", help="include retired conditions")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    reg = sub.add_parser("register", help="register a condition or a new version of one")
+    reg.add_argument("name", help="slug, e.g. rib_fracture")
+    reg.add_argument("--prompt", action="append", required=True, help="a prompt (repeat 1-32 times)")
+    reg.add_argument("--synonym", action="append", default=[], help="a synonym (repeatable)")
+    reg.add_argument("--category", default="other", help="parenchymal, pleural, cardiomediastinal, airway, osseous, devices_lines, ...")
+    reg.add_argument("--by", default="cli", help="who registers it (audit trail)")
+    ret = sub.add_parser("retire", help="retire a condition (kept in history, left out of screening)")
+    ret.add_argument("name")
+    hist = sub.add_parser("history", help="every version of a condition")
+    hist.add_argument("name")
+    hist.add_argument("--json", action="store_true")
+    sub.add_parser("seed", help="register the shipped seed conditions (idempotent)")
+
+
+def _embedder() -> Any:
+    from radclip.engine.encoders import default_text_embedder
+    from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
+    from radclip.settings import get_settings
+
+    return TextEmbeddingCache(default_text_embedder(), CacheConfig(redis_url=get_settings().redis_url))
+
+
+def run(args: argparse.Namespace) -> int:
+    from radclip.engine.registry import PromptRegistry, RegistryError
+
+    needs_model = args.action in ("register", "seed")
+    try:
+        registry = PromptRegistry(args.database, _embedder() if needs_model else None)
+        if args.action == "list":
+            items = [c.to_dict() for c in registry.list(active_only=not args.all)]
+            if args.json:
+                print(json.dumps(items, indent=1))
+            else:
+                for c in items:
+                    print(f"{c['name']:<32} v{c['version']:<3} {c['status']:<8} {c['category']:<18} {len(c['prompts'])} prompts")
+        elif args.action == "register":
+            r = registry.register(args.name, args.prompt, args.synonym, args.category, args.by)
+            print(json.dumps(r.__dict__))
+        elif args.action == "retire":
+            print(json.dumps(registry.retire(args.name).to_dict()))
+        elif args.action == "history":
+            hist = registry.history(args.name)
+            if args.json:
+                print(json.dumps(hist, indent=1))
+            else:
+                for h in hist:
+                    print(f"v{h['version']} {h['status']:<10} {h['registered_at']} by {h['registered_by']}: {len(h['prompts'])} prompts")
+        elif args.action == "seed":
+            print(json.dumps(registry.load_seed()))
+    except (RegistryError, RuntimeError) as exc:
+        print(f"radclip conditions: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""Per-condition calibration: a logistic map from image-text cosine to a confidence in [0, 1].
+
+``p = sigmoid(scale * cosine + bias)``, fitted per condition on a labelled validation
+split by :func:`fit_calibration` (Newton's method on the log-loss with a small L2 penalty;
+NaN labels mean unknown and are skipped). A condition with too few positives or negatives
+stays uncalibrated and uses :data:`DEFAULT_CALIBRATION`: ``sigmoid(10 * (cosine - 0.2))``,
+a fixed monotone map chosen so that a cosine of 0.2 (typical of a matching image-text pair
+for CLIP-style models) gives 0.5. It is deliberately independent of the other registered
+conditions, so registering one condition never changes another's confidence; results built
+with it are marked ``calibrated: false``.
+
+Fitted calibrations are stored in the ``calibrations`` table keyed by condition *version*
+and both model versions, so a changed prompt list or model falls back to uncalibrated
+instead of silently reusing a stale fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from radclip.engine import db
+
+
+@dataclass(frozen=True)
+class LogisticCalibration:
+    scale: float  # slope on the cosine
+    bias: float  # intercept
+    n_pos: int = 0  # positives it was fitted on (0 for the default)
+    n_neg: int = 0
+
+    def __call__(self, cosine: np.ndarray | float) -> np.ndarray:
+        z = self.scale * np.asarray(cosine, dtype=np.float64) + self.bias
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
+
+
+DEFAULT_SCALE, DEFAULT_CENTER = 10.0, 0.2
+DEFAULT_CALIBRATION = LogisticCalibration(DEFAULT_SCALE, -DEFAULT_SCALE * DEFAULT_CENTER)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-4, iters: int = 100) -> tuple[float, float]:
+    """Fit ``sigmoid(a x + b)`` to binary ``y`` by Newton's method; returns ``(a, b)``."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    mu, sd = x.mean(), x.std() + 1e-12  # standardise for conditioning, undo at the end
+    xs = (x - mu) / sd
+    w = np.zeros(2)
+    feats = np.stack([xs, np.ones_like(xs)], axis=1)
+    reg = np.diag([l2 * len(x), 0.0])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(feats @ w, -60, 60)))
+        grad = feats.T @ (p - y) + reg @ w
+        hess = feats.T @ (feats * (p * (1 - p))[:, None]) + reg + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    a = w[0] / sd
+    return float(a), float(w[1] - a * mu)
+
+
+def fit_calibration(
+    image_embs: np.ndarray,
+    label_matrix: np.ndarray,
+    names: Sequence[str],
+    condition_embs: np.ndarray,
+    min_pos: int = 5,
+    min_neg: int = 5,
+) -> dict[str, LogisticCalibration]:
+    """Fit one logistic per column of ``label_matrix`` (N, K; 1/0/NaN) against ``condition_embs`` (K, dim).
+
+    Conditions with fewer than ``min_pos`` positives or ``min_neg`` negatives are left out
+    (they stay on the default mapping).
+    """
+    labels = np.asarray(label_matrix, dtype=np.float64)
+    if labels.shape != (len(image_embs), len(names)) or len(condition_embs) != len(names):
+        raise ValueError(
+            f"label_matrix must be (n_images={len(image_embs)}, n_names={len(names)}) and condition_embs "
+            f"({len(names)}, dim); got {labels.shape} and {np.shape(condition_embs)}"
+        )
+    cos = np.asarray(image_embs, np.float32) @ np.asarray(condition_embs, np.float32).T
+    out: dict[str, LogisticCalibration] = {}
+    for j, name in enumerate(names):
+        known = ~np.isnan(labels[:, j])
+        y = labels[known, j] > 0.5
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if n_pos < min_pos or n_neg < min_neg:
+            continue
+        a, b = fit_logistic(cos[known, j], y.astype(np.float64))
+        out[name] = LogisticCalibration(a, b, n_pos, n_neg)
+    return out
+
+
+def save_calibrations(engine, version_ids: dict[str, int], cals: dict[str, LogisticCalibration],
+                      text_version: str, image_version: str) -> int:  # fmt: skip
+    """Store fits keyed by condition-version row id; replaces earlier fits for the same key."""
+    sessions = db.session_factory(engine)
+    with sessions.begin() as s:
+        for name, cal in cals.items():
+            vid = version_ids[name]
+            s.execute(delete(db.Calibration).where(
+                db.Calibration.condition_version_id == vid, db.Calibration.text_version == text_version,
+                db.Calibration.image_version == image_version))  # fmt: skip
+            s.add(db.Calibration(condition_version_id=vid, text_version=text_version, image_version=image_version,
+                                 scale=cal.scale, bias=cal.bias, n_pos=cal.n_pos, n_neg=cal.n_neg,
+                                 fitted_at=db.utcnow()))  # fmt: skip
+    return len(cals)
+
+
+def load_calibrations(engine, version_ids: dict[str, int], text_version: str, image_version: str) -> dict[str, LogisticCalibration]:
+    """Fits for exactly these condition versions and model versions (stale fits are not returned)."""
+    by_vid = {v: k for k, v in version_ids.items()}
+    if not by_vid:
+        return {}
+    sessions = db.session_factory(engine)
+    with sessions() as s:
+        rows = s.scalars(select(db.Calibration).where(
+            db.Calibration.condition_version_id.in_(list(by_vid)), db.Calibration.text_version == text_version,
+            db.Calibration.image_version == image_version)).all()  # fmt: skip
+    return {by_vid[r.condition_version_id]: LogisticCalibration(r.scale, r.bias, r.n_pos, r.n_neg) for r in rows}

@@ -1,0 +1,256 @@
+"""A FAISS inner-product index over L2-normalised embeddings, and its persistence.
+
+* Exact search (``IndexFlatIP``) below ``hnsw_threshold`` vectors; HNSW (``IndexHNSWFlat``,
+  inner product) at or above it. Both sit in an ``IndexIDMap2`` so vector ids are the
+  database ids of the studies.
+* Deletion: the flat index removes ids for real. HNSW cannot remove, so deleted ids go in
+  a tombstone set that search filters out (it over-fetches by the tombstone count, capped);
+  when tombstones exceed ``rebuild_tombstone_fraction`` of the vectors the index is
+  rebuilt from the surviving vectors (:meth:`VectorIndex.compacted`).
+* :class:`IndexStore` persists one index per :class:`IndexKey` (dataset snapshot + image
+  model version) under ``$RADCLIP_HOME/index/``: ``<key>.faiss`` plus ``<key>.manifest.json``
+  holding the key, the file's sha256, sizes and tombstones. Both are written to a temporary
+  file, fsynced and renamed, index first, manifest last, so a crash leaves either the old
+  pair or an index whose checksum no longer matches; a mismatch is rebuilt, never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    hnsw_threshold: int = 20_000  # below: exact IndexFlatIP; at or above: HNSW
+    hnsw_m: int = 32  # HNSW graph degree (memory ~ 2*M*4 bytes per vector on top of the vectors)
+    ef_construction: int = 80  # HNSW build beam width (build time vs graph quality)
+    ef_search: int = 256  # HNSW query beam width: recall@10 0.978 at 1M vectors, p95 7.7 ms (benchmarks/results/index_bench.json)
+    rebuild_tombstone_fraction: float = 0.2  # rebuild HNSW when this share of vectors is deleted
+    max_overfetch: int = 1024  # cap on extra results fetched to skip tombstones
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    snapshot: str  # sha256 of the dataset snapshot (manifest rows / file list)
+    image_version: str  # image-model version that produced the vectors
+
+    @property
+    def slug(self) -> str:
+        model = re.sub(r"[^A-Za-z0-9._-]+", "_", self.image_version)[:80]
+        return f"{model}-{self.snapshot[:16]}"
+
+
+def _faiss() -> Any:
+    import faiss  # heavy; imported where used
+
+    return faiss
+
+
+class VectorIndex:
+    """Ids + vectors with exact or HNSW search; see the module docstring."""
+
+    def __init__(self, dim: int, kind: str, config: IndexConfig | None = None, _index: Any = None,
+                 tombstones: set[int] | None = None) -> None:  # fmt: skip
+        if kind not in ("flat", "hnsw"):
+            raise ValueError(f"index kind must be 'flat' or 'hnsw', got {kind!r}")
+        self.dim, self.kind, self.config = int(dim), kind, config or IndexConfig()
+        self.tombstones: set[int] = set(tombstones or ())
+        self._index = _index if _index is not None else self._new()
+        self._apply_search_params()
+
+    def _new(self) -> Any:
+        faiss = _faiss()
+        if self.kind == "flat":
+            inner = faiss.IndexFlatIP(self.dim)
+        else:
+            inner = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = self.config.ef_construction
+        return faiss.IndexIDMap2(inner)
+
+    def _apply_search_params(self) -> None:
+        if self.kind == "hnsw":
+            _faiss().downcast_index(self._index.index).hnsw.efSearch = self.config.ef_search
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids: np.ndarray, config: IndexConfig | None = None, kind: str | None = None) -> VectorIndex:
+        config = config or IndexConfig()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        kind = kind or ("hnsw" if len(vectors) >= config.hnsw_threshold else "flat")
+        out = cls(vectors.shape[1], kind, config)
+        out.add(vectors, ids)
+        return out
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self.tombstones)
+
+    def ids(self) -> np.ndarray:
+        return _faiss().vector_to_array(self._index.id_map).astype(np.int64)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(ids):
+            raise ValueError(f"expected ({len(ids)}, {self.dim}) vectors for {len(ids)} ids, got {vectors.shape}")
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ``ids``; returns how many were present. HNSW: tombstoned (see module docstring)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.kind == "flat":
+            return int(self._index.remove_ids(_faiss().IDSelectorBatch(ids)))
+        present = set(self.ids().tolist()) & set(ids.tolist())
+        new = present - self.tombstones
+        self.tombstones |= new
+        return len(new)
+
+    @property
+    def needs_compaction(self) -> bool:
+        return bool(self.tombstones) and len(self.tombstones) >= self.config.rebuild_tombstone_fraction * max(self.ntotal, 1)
+
+    def vectors_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        inner = faiss.downcast_index(self._index.index)
+        vecs = inner.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
+        return np.asarray(vecs, dtype=np.float32), self.ids()
+
+    def compacted(self) -> VectorIndex:
+        """A fresh index of the surviving vectors (kind re-chosen by size)."""
+        vecs, ids = self.vectors_and_ids()
+        keep = ~np.isin(ids, np.fromiter(self.tombstones, dtype=np.int64, count=len(self.tombstones)))
+        return VectorIndex.build(vecs[keep], ids[keep], self.config)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row, best first; missing slots are (-inf, -1)."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(int(k), 1)
+        extra = min(len(self.tombstones), self.config.max_overfetch)
+        fetch = min(k + extra, max(self.ntotal, 1))
+        if self.ntotal == 0:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        scores, ids = self._index.search(queries, fetch)
+        if not self.tombstones:
+            return _pad(scores, ids, k)
+        out_s = np.full((len(queries), k), -np.inf, np.float32)
+        out_i = np.full((len(queries), k), -1, np.int64)
+        dead = self.tombstones
+        for r in range(len(queries)):
+            keep = [j for j in range(fetch) if ids[r, j] >= 0 and int(ids[r, j]) not in dead][:k]
+            out_s[r, : len(keep)], out_i[r, : len(keep)] = scores[r, keep], ids[r, keep]
+        return out_s, out_i
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size (serialised size of the index)."""
+        return int(_faiss().serialize_index(self._index).nbytes)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+    if scores.shape[1] >= k:
+        return scores[:, :k], ids[:, :k]
+    n = len(scores)
+    pad_s = np.full((n, k - scores.shape[1]), -np.inf, np.float32)
+    pad_i = np.full((n, k - ids.shape[1]), -1, np.int64)
+    return np.hstack([scores, pad_s]), np.hstack([ids, pad_i])
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class LoadOutcome:
+    index: VectorIndex | None
+    reason: str  # "loaded", or why it was not ("missing", "key mismatch", "checksum mismatch", ...)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class IndexStore:
+    """Persisted indexes under ``root`` (default ``$RADCLIP_HOME/index``), one pair of files per key."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        if root is None:
+            from radclip.settings import get_settings
+
+            root = get_settings().home / "index"
+        self.root = Path(root)
+
+    def paths(self, key: IndexKey) -> tuple[Path, Path]:
+        return self.root / f"{key.slug}.faiss", self.root / f"{key.slug}.manifest.json"
+
+    def save(self, key: IndexKey, index: VectorIndex, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        faiss = _faiss()
+        self.root.mkdir(parents=True, exist_ok=True)
+        idx_path, man_path = self.paths(key)
+        tmp = idx_path.with_name(f".{idx_path.name}.tmp-{os.getpid()}")
+        faiss.write_index(index._index, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, idx_path)
+        manifest = {
+            "format": MANIFEST_FORMAT, "key": asdict(key), "file": idx_path.name, "sha256": digest, "bytes": size,
+            "kind": index.kind, "dim": index.dim, "ntotal": index.ntotal, "live": index.live,
+            "tombstones": sorted(index.tombstones), "config": asdict(index.config), **(extra or {}),
+        }  # fmt: skip
+        _atomic_write_bytes(man_path, json.dumps(manifest, indent=1).encode())
+        return manifest
+
+    def load(self, key: IndexKey, config: IndexConfig | None = None) -> LoadOutcome:
+        """Load the index for ``key`` if its manifest matches and its checksum verifies."""
+        idx_path, man_path = self.paths(key)
+        if not man_path.is_file() or not idx_path.is_file():
+            return LoadOutcome(None, "missing")
+        try:
+            manifest = json.loads(man_path.read_text())
+        except (OSError, ValueError) as exc:
+            return LoadOutcome(None, f"unreadable manifest ({exc})")
+        if manifest.get("format") != MANIFEST_FORMAT or manifest.get("key") != asdict(key):
+            return LoadOutcome(None, "key mismatch", manifest)
+        if idx_path.stat().st_size != manifest.get("bytes") or sha256_file(idx_path) != manifest.get("sha256"):
+            log.warning("index file %s fails its checksum; it will be rebuilt", idx_path)
+            return LoadOutcome(None, "checksum mismatch", manifest)
+        try:
+            raw = _faiss().read_index(str(idx_path))
+        except RuntimeError as exc:
+            return LoadOutcome(None, f"unreadable index ({exc})", manifest)
+        if raw.ntotal != manifest["ntotal"] or raw.d != manifest["dim"]:
+            return LoadOutcome(None, "size mismatch", manifest)
+        cfg = config or IndexConfig(**manifest.get("config", {}))
+        index = VectorIndex(raw.d, manifest["kind"], cfg, _index=raw, tombstones=set(manifest.get("tombstones", ())))
+        return LoadOutcome(index, "loaded", manifest)
+
+    def remove(self, key: IndexKey) -> None:
+        for p in self.paths(key):
+            p.unlink(missing_ok=True)

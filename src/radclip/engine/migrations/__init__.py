@@ -1,0 +1,1 @@
+"""Alembic migrations for the engine database; run by :func:`radclip.engine.db.migrate`."""

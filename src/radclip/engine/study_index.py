@@ -1,0 +1,239 @@
+"""The study index: image embeddings of a dataset snapshot in FAISS, study metadata in the database.
+
+:class:`StudyIndex` opens the index for (dataset snapshot, image-model version): it loads
+the persisted one when its manifest key and checksum match and the database holds the
+same number of live studies (a warm start embeds nothing), and otherwise rebuilds it
+(changed key, corrupt or truncated file, missing metadata). Building embeds in batches,
+reports ``progress(done, total)`` after each batch and checks ``cancel`` between batches;
+a cancelled build writes nothing. ``add_studies`` / ``delete_study`` change the live index
+and re-save it (HNSW deletes are tombstones, compacted past a threshold: see
+:mod:`radclip.engine.index`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Engine
+
+from radclip.engine import db
+from radclip.engine.encoders import ImageEmbedder, l2_normalise
+from radclip.engine.index import IndexConfig, IndexKey, IndexStore, VectorIndex
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[int, int], None]
+CancelFlag = Callable[[], bool] | threading.Event
+
+
+class BuildCancelled(RuntimeError):
+    """The build was stopped through its cancel flag; nothing was written."""
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    study_id: str
+    image_path: str  # absolute, or relative to the images root it was listed from
+    patient_id: str | None = None
+    view: str | None = None
+    study_date: str | None = None
+    findings: str | None = None  # report text or label summary, shown with retrieval hits
+    source: str | None = None
+
+
+@dataclass
+class OpenReport:
+    key: IndexKey
+    loaded: bool  # True: warm start from disk, nothing embedded
+    reason: str  # why it was (re)built, or "loaded"
+    embedded: int = 0
+    failed: list[str] = field(default_factory=list)  # study ids whose image could not be read
+    seconds: float = 0.0
+    kind: str = ""
+    live: int = 0
+
+
+def snapshot_of(records: Sequence[StudyRecord]) -> str:
+    """sha256 over the sorted (study id, path, file size) triples: the dataset snapshot version."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.study_id):
+        p = Path(r.image_path)
+        size = p.stat().st_size if p.is_file() else -1
+        h.update(f"{r.study_id}\t{r.image_path}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+def default_load_fn(size: int = 224) -> Callable[[str], np.ndarray]:
+    """Path -> contract tensor (1, S, S) through ``radclip.io.loader`` and ``radclip.io.contract``."""
+
+    def load(path: str) -> np.ndarray:
+        from radclip.io.contract import to_contract_tensor
+        from radclip.io.loader import load_image
+
+        return to_contract_tensor(load_image(path).pixels, size)
+
+    return load
+
+
+def _cancelled(cancel: CancelFlag | None) -> bool:
+    if cancel is None:
+        return False
+    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+
+
+class StudyIndex:
+    """See the module docstring. One instance per (database, index root, image model)."""
+
+    def __init__(self, embedder: ImageEmbedder, database: str | Engine | None = None, root: str | Path | None = None,
+                 config: IndexConfig | None = None, batch_size: int = 16,
+                 load_fn: Callable[[str], np.ndarray] | None = None, migrate: bool = True) -> None:  # fmt: skip
+        self.embedder = embedder
+        self.engine = database if isinstance(database, Engine) else db.make_engine(database)
+        if migrate:
+            db.migrate(self.engine)
+        self._sessions = db.session_factory(self.engine)
+        self.store = IndexStore(root)
+        self.config = config or IndexConfig()
+        self.batch_size = batch_size
+        self.load_fn = load_fn or default_load_fn(int(getattr(embedder, "input_size", 224)))
+        self.key: IndexKey | None = None
+        self.index: VectorIndex | None = None
+        self._lock = threading.RLock()
+
+    # -- metadata -------------------------------------------------------------------------
+    def _count(self, key: IndexKey) -> int:
+        with self._sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(db.IndexItem).where(db.IndexItem.index_key == key.slug)))
+
+    def _insert(self, key: IndexKey, records: Sequence[StudyRecord]) -> np.ndarray:
+        now = db.utcnow()
+        with self._sessions.begin() as s:
+            rows = [db.IndexItem(index_key=key.slug, study_id=r.study_id, patient_id=r.patient_id, view=r.view,
+                                 study_date=r.study_date, findings=r.findings, source=r.source,
+                                 image_path=str(r.image_path), added_at=now) for r in records]  # fmt: skip
+            s.add_all(rows)
+            s.flush()
+            return np.array([r.id for r in rows], np.int64)
+
+    def metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        ids = [int(i) for i in ids if int(i) >= 0]
+        if not ids:
+            return {}
+        with self._sessions() as s:
+            rows = s.scalars(select(db.IndexItem).where(db.IndexItem.id.in_(ids))).all()
+        keys = ("study_id", "patient_id", "view", "study_date", "findings", "source", "image_path")
+        return {r.id: {k: getattr(r, k) for k in keys} for r in rows}
+
+    # -- embedding ------------------------------------------------------------------------
+    def _embed(self, records: Sequence[StudyRecord], progress: ProgressFn | None, cancel: CancelFlag | None,
+               ) -> tuple[list[StudyRecord], np.ndarray, list[str]]:  # fmt: skip
+        kept, vecs, failed = [], [], []
+        total = len(records)
+        if progress:
+            progress(0, total)
+        for start in range(0, total, self.batch_size):
+            if _cancelled(cancel):
+                raise BuildCancelled(f"index build cancelled after {start}/{total} studies; nothing was written")
+            batch, tensors = [], []
+            for r in records[start : start + self.batch_size]:
+                try:
+                    tensors.append(self.load_fn(r.image_path))
+                    batch.append(r)
+                except Exception as exc:  # one unreadable image must not stop a 100k build
+                    log.warning("skipping study %s: cannot load %s (%s)", r.study_id, r.image_path, exc)
+                    failed.append(r.study_id)
+            if tensors:
+                out = l2_normalise(np.asarray(self.embedder.encode_images(np.stack(tensors)), np.float32))
+                kept.extend(batch)
+                vecs.append(out)
+            if progress:
+                progress(min(start + self.batch_size, total), total)
+        dim = self.embedder.dim
+        return kept, (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), failed
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self, records: Sequence[StudyRecord], snapshot: str | None = None, progress: ProgressFn | None = None,
+             cancel: CancelFlag | None = None) -> OpenReport:  # fmt: skip
+        """Load the persisted index for this snapshot + model, or build it."""
+        t0 = time.perf_counter()
+        key = IndexKey(snapshot or snapshot_of(records), self.embedder.version)
+        outcome = self.store.load(key, self.config)
+        reason = outcome.reason
+        if outcome.index is not None and self._count(key) == outcome.index.live:
+            with self._lock:
+                self.key, self.index = key, outcome.index
+            if progress:
+                progress(len(records), len(records))
+            return OpenReport(key, True, "loaded", seconds=time.perf_counter() - t0, kind=outcome.index.kind,
+                              live=outcome.index.live)  # fmt: skip
+        if outcome.index is not None:
+            reason = "metadata count differs from the index"
+        log.info("building index %s (%s)", key.slug, reason)
+        kept, vecs, failed = self._embed(list(records), progress, cancel)
+        with self._sessions.begin() as s:
+            s.execute(delete(db.IndexItem).where(db.IndexItem.index_key == key.slug))
+        ids = self._insert(key, kept)
+        index = VectorIndex.build(vecs, ids, self.config)
+        self.store.save(key, index, {"image_version": self.embedder.version})
+        with self._lock:
+            self.key, self.index = key, index
+        return OpenReport(key, False, reason, len(kept), failed, time.perf_counter() - t0, index.kind, index.live)
+
+    def _require(self) -> tuple[IndexKey, VectorIndex]:
+        if self.index is None or self.key is None:
+            raise RuntimeError("the study index is not open; call StudyIndex.open(records) first")
+        return self.key, self.index
+
+    def add_studies(self, records: Sequence[StudyRecord], progress: ProgressFn | None = None,
+                    cancel: CancelFlag | None = None) -> int:  # fmt: skip
+        """Embed and add new studies (ids already indexed are skipped); returns how many were added."""
+        key, index = self._require()
+        with self._sessions() as s:
+            have = set(s.scalars(select(db.IndexItem.study_id).where(db.IndexItem.index_key == key.slug)).all())
+        new = [r for r in records if r.study_id not in have]
+        kept, vecs, _ = self._embed(new, progress, cancel)
+        if not kept:
+            return 0
+        ids = self._insert(key, kept)
+        with self._lock:
+            index.add(vecs, ids)
+            if index.kind == "flat" and index.live >= self.config.hnsw_threshold:
+                index = self.index = index.compacted()  # grew past the threshold: switch to HNSW
+            self.store.save(key, index, {"image_version": self.embedder.version})
+        return len(kept)
+
+    def delete_study(self, study_id: str) -> bool:
+        """Remove one study from the index and the metadata; False when it was not indexed."""
+        key, index = self._require()
+        with self._sessions.begin() as s:
+            row = s.scalars(select(db.IndexItem).where(db.IndexItem.index_key == key.slug,
+                                                       db.IndexItem.study_id == study_id)).one_or_none()  # fmt: skip
+            if row is None:
+                return False
+            vid = row.id
+            s.delete(row)
+        with self._lock:
+            index.remove(np.array([vid]))
+            if index.needs_compaction:
+                index = self.index = index.compacted()
+            self.store.save(key, index, {"image_version": self.embedder.version})
+        return True
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:
+        """Top-``k`` studies per query vector: ``{"id", "similarity", **metadata}``, best first."""
+        with self._lock:  # FAISS reads are not safe against a concurrent add/remove
+            _, index = self._require()
+            scores, ids = index.search(l2_normalise(np.atleast_2d(queries)), k)
+        meta = self.metadata(ids.ravel().tolist())
+        return [
+            [{"id": int(i), "similarity": float(sc), **meta[int(i)]} for sc, i in zip(srow, irow, strict=True) if int(i) in meta]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
