@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from tests.service.conftest import LiveServer
 
 

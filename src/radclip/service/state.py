@@ -165,6 +165,9 @@ def _load_engine(state: ServiceState) -> None:
     from radclip.runtime.batcher import BatcherConfig, MicroBatcher
     from radclip.runtime.clip_runner import ClipRunner
 
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # single-query searches: OpenMP start-up costs more than it saves
     s = state.settings
     card, exports = _exports_for(s, s.clip_model)
     if {"clip-image", "clip-text"} <= set(exports):

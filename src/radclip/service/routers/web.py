@@ -95,7 +95,7 @@ def _row_dict(r: Any) -> dict[str, Any]:
 
 @api.get("/studies", summary="Studies in the case index (for picking one to open)")
 def list_studies(state: StateDep, q: str = Query("", max_length=200), limit: int = Query(50, ge=1, le=500),
-                 offset: int = Query(0, ge=0)) -> dict[str, Any]:  # fmt: skip
+                 offset: int = Query(0, ge=0, le=10_000_000)) -> dict[str, Any]:  # fmt: skip
     from sqlalchemy import func, or_, select
 
     from radclip.engine import db
