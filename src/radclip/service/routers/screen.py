@@ -61,7 +61,7 @@ async def screen(
     state: StateDep,
     explain: str | None = Query(None, min_length=1, max_length=64, description="add the CAM overlay of this triage finding"),
     format: str = Query("json", pattern="^(json|fhir)$", description="json, or fhir for a DiagnosticReport Bundle"),
-    top_k: int = Query(60, ge=1, le=1000, description="findings returned, highest confidence first"),
+    top_k: int | None = Query(None, ge=1, le=1000, description="findings returned, highest confidence first (default: all)"),
 ) -> Any:
     start = time.perf_counter()
     runner, screener = require_triage(state), require_screening(state)
@@ -82,7 +82,7 @@ async def screen(
     from radclip.engine.rules import StudyContext
 
     screening = await run_in_threadpool(screener.screen, embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view))
-    findings = [f for f in screening.findings][:top_k]
+    findings = screening.findings[:top_k] if top_k else list(screening.findings)
     if findings:
         state.metrics.top_similarity.observe(findings[0].cosine)
     explanation = None
