@@ -1,0 +1,307 @@
+"""Training sources for the image-text model: images, texts, their label vectors and pairings.
+
+Sources (names used by ``--sources``):
+
+* ``nih``: NIH images with their 14 labels + no_finding; each gets ``captions_per_image``
+  label-derived captions (:func:`radclip.models.prompts.caption_for_labels`) as its texts.
+* ``iu``: IU/OpenI reports (text only), labelled by :func:`radclip.io.labeller.label_reports`;
+  they join every batch as extra texts and are matched to images by label similarity.
+* ``covid``: images with a clinical note in the manifest ``report`` column (covid, figure1); image and
+  note share the labeller's labels of the note, and the pairs also get paired InfoNCE.
+
+Everything is index-based: :class:`ClipSources` holds the images (contract arrays), the texts,
+``(N, 15)`` label matrices (REPORT_LABELS order, CheXpert values, NaN unknown) and, per image,
+the indices of its own texts. :func:`sample_batch` draws one training batch of indices.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radclip.io.labels import NIH_LABELS, REPORT_LABELS
+
+log = logging.getLogger(__name__)
+SOURCES = ("nih", "iu", "covid")
+
+
+@dataclass
+class ClipSources:
+    """Images and texts for training, with label vectors and image -> text pairings."""
+
+    images: np.ndarray  # (Ni, 1, S, S) float32 contract arrays
+    image_labels: np.ndarray  # (Ni, 15) REPORT_LABELS order, NaN unknown
+    image_texts: list[list[int]]  # per image: indices of its own texts (captions or its note)
+    image_paired: np.ndarray  # (Ni,) bool: the image's text is a genuine paired report (InfoNCE applies)
+    texts: list[str] = field(default_factory=list)
+    text_labels: np.ndarray = field(default_factory=lambda: np.zeros((0, len(REPORT_LABELS)), np.float32))
+    extra_texts: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )  # text-only indices (IU reports)
+
+    def __post_init__(self) -> None:
+        if len(self.images) == 0:
+            raise ValueError(
+                "no training images: enable the 'nih' or 'covid' source and check the manifest split"
+            )
+
+
+def _nih_labels(frame: object) -> np.ndarray:
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    cols = [*NIH_LABELS, "no_finding"]
+    return frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+
+
+class _Builder:
+    """Accumulates images, texts, their labels and the image -> own-text links."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.own: list[list[int]] = []
+        self.paired: list[bool] = []
+        self.texts: list[str] = []
+        self.text_labels: list[np.ndarray] = []
+
+    def add_text(self, text: str, lab: np.ndarray) -> int:
+        self.texts.append(text)
+        self.text_labels.append(lab)
+        return len(self.texts) - 1
+
+    def add_image(self, image: np.ndarray, lab: np.ndarray, own: list[int], paired: bool) -> None:
+        self.images.append(image)
+        self.labels.append(lab)
+        self.own.append(own)
+        self.paired.append(paired)
+
+    def build(self, extra: list[int], size: int) -> ClipSources:
+        def stack(rows: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+            return np.stack(rows).astype(np.float32) if rows else np.zeros(shape, np.float32)
+
+        return ClipSources(
+            images=stack(self.images, (0, 1, size, size)),
+            image_labels=stack(self.labels, (0, len(REPORT_LABELS))),
+            image_texts=self.own,
+            image_paired=np.asarray(self.paired, bool),
+            texts=self.texts,
+            text_labels=stack(self.text_labels, (0, len(REPORT_LABELS))),
+            extra_texts=np.asarray(extra, np.int64),
+        )
+
+
+def _add_nih(
+    b: _Builder,
+    manifest: str | Path,
+    root: str | Path,
+    split: str,
+    size: int,
+    n_caps: int,
+    rng: random.Random,
+) -> None:
+    from radclip.io.datasets import ManifestDataset
+    from radclip.models.prompts import caption_for_labels
+
+    ds = ManifestDataset(manifest, root, split=split, sources=["nih"], size=size)
+    lab = _nih_labels(ds.frame)
+    for i in range(len(ds)):
+        caps = {caption_for_labels(lab[i, :14], rng=rng) for _ in range(n_caps)}
+        b.add_image(ds.image(i), lab[i], [b.add_text(c, lab[i]) for c in sorted(caps)], paired=False)
+
+
+def _add_notes(b: _Builder, manifest: str | Path, root: str | Path, split: str, size: int) -> None:
+    from radclip.io.datasets import PairDataset
+    from radclip.io.labeller import label_reports
+
+    ds = PairDataset(manifest, root, split=split, size=size)  # every row with a report (covid, figure1)
+    notes = [str(r) for r in ds.frame["report"]]
+    lab = label_reports(notes).astype(np.float32)
+    note_index: dict[str, int] = {}
+    for i, note in enumerate(notes):
+        if note not in note_index:  # one text per distinct note (several images can share one)
+            note_index[note] = b.add_text(note, lab[i])
+        b.add_image(ds.image(i), lab[i], [note_index[note]], paired=True)
+
+
+def build_sources(
+    manifest: str | Path,
+    images_root: str | Path,
+    iu_reports: str | Path | None,
+    split: str = "train",
+    sources: Sequence[str] = SOURCES,
+    size: int = 224,
+    captions_per_image: int = 4,
+    seed: int = 0,
+) -> ClipSources:
+    """Read the manifest (and IU reports) into :class:`ClipSources` for ``split``."""
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown training source(s) {sorted(unknown)}; choose from {SOURCES}")
+    b = _Builder()
+    if "nih" in sources:
+        _add_nih(b, manifest, images_root, split, size, captions_per_image, random.Random(seed))
+    if "covid" in sources:
+        _add_notes(b, manifest, images_root, split, size)
+    extra = _add_iu(iu_reports, split, b.add_text) if "iu" in sources and iu_reports is not None else []
+    log.info("clip sources: %d images, %d texts (%d text-only)", len(b.images), len(b.texts), len(extra))
+    return b.build(extra, size)
+
+
+def _add_iu(path: str | Path, split: str, add_text: object) -> list[int]:
+    import pandas as pd
+
+    from radclip.io.labeller import label_reports
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "split" in frame.columns:
+        frame = frame[frame["split"] == split]
+    reports = [t for t in frame["report"].astype(str) if t.strip()]
+    lab = label_reports(reports).astype(np.float32)
+    known = ~np.isnan(lab).all(axis=1)  # a report with no labelled finding carries no matching signal
+    return [add_text(t, lab[i]) for i, t in enumerate(reports) if known[i]]  # type: ignore[operator]
+
+
+@dataclass
+class Batch:
+    """Indices of one step: images, texts, and which (image, text) rows are genuine pairs."""
+
+    images: np.ndarray  # (B,) image indices
+    texts: np.ndarray  # (B + extra,) text indices; text b < B is image b's own text
+    paired: np.ndarray  # (B,) bool: image b and text b are a genuine report pair
+
+
+def sample_batch(src: ClipSources, batch_size: int, extra_texts: int, rng: np.random.Generator) -> Batch:
+    """``batch_size`` random images, one own text each, plus ``extra_texts`` random text-only reports."""
+    img = rng.choice(len(src.images), size=min(batch_size, len(src.images)), replace=False)
+    own = np.asarray([src.image_texts[i][rng.integers(len(src.image_texts[i]))] for i in img], np.int64)
+    n_extra = min(extra_texts, len(src.extra_texts))
+    extra = rng.choice(src.extra_texts, size=n_extra, replace=False) if n_extra else np.zeros(0, np.int64)
+    return Batch(images=img, texts=np.concatenate([own, extra]), paired=src.image_paired[img])
+
+
+class FeatureBank:
+    """Trunk features, cached where the trunk is frozen, so frozen towers run once per input.
+
+    ``image_embed(images, idx)`` / ``text_embed(texts)`` return *normalised, projected*
+    embeddings with a graph through the trainable parts; frozen trunks are looked up
+    (images by ``(key, index)``, texts by string) instead of being re-run every step.
+    """
+
+    def __init__(self, model: object, batch: int = 32, cache_dir: str | Path | None = None) -> None:
+        self.model = model
+        self.batch = batch
+        self.cache_dir = (
+            Path(cache_dir) if cache_dir else None
+        )  # frozen-trunk features persisted here between runs
+        self._img: dict[str, object] = {}
+        self._txt: dict[str, object] = {}
+        self._txt_loaded = False
+
+    def _tag(self, side: str) -> str:
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        cfg = self.model.visual.trunk.cfg if side == "img" else self.model.text.trunk.cfg  # type: ignore[attr-defined]
+        return hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+    def _disk(self, name: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / name
+
+    def _load_texts(self) -> None:
+        self._txt_loaded = True
+        path = self._disk(f"text-{self._tag('txt')}.safetensors")
+        if path is None or not path.is_file():
+            return
+        import json
+
+        from radclip.models.weights import load_state_dict
+
+        feats = load_state_dict(path)["features"]
+        names = json.loads(path.with_suffix(".json").read_text())
+        self._txt.update(zip(names, feats, strict=True))
+
+    def save_texts(self) -> None:
+        """Persist the cached frozen-trunk text features (no-op without ``cache_dir``)."""
+        path = self._disk(f"text-{self._tag('txt')}.safetensors")
+        if path is None or not self._txt:
+            return
+        import json
+
+        import torch
+
+        from radclip.models.weights import save_state_dict
+
+        names = list(self._txt)
+        save_state_dict({"features": torch.stack([self._txt[n] for n in names])}, path)  # type: ignore[misc]
+        path.with_suffix(".json").write_text(json.dumps(names))
+
+    @property
+    def image_frozen(self) -> bool:
+        """True when the image trunk has fixed leading blocks whose output is cached."""
+        return self.model.visual.trunk.n_frozen > 0  # type: ignore[attr-defined]
+
+    @property
+    def text_frozen(self) -> bool:
+        return bool(self.model.text.trunk.frozen)  # type: ignore[attr-defined]
+
+    def image_features(self, key: str, images: np.ndarray, idx: np.ndarray) -> object:
+        import torch
+
+        m = self.model
+        if not self.image_frozen:
+            return m.image_features(torch.from_numpy(images[idx]))  # type: ignore[attr-defined]
+        if key not in self._img:
+            self._img[key] = self._frozen_images(key, images)
+        cached = self._img[key][torch.as_tensor(idx)]  # type: ignore[index]
+        return m.visual.trunk.forward_trainable(cached.to(m.logit_scale.device))  # type: ignore[attr-defined]
+
+    def _frozen_images(self, key: str, images: np.ndarray) -> object:
+        import torch
+
+        from radclip.models.weights import load_state_dict, save_state_dict
+
+        path = self._disk(f"img-{self._tag('img')}-{key}-{len(images)}.safetensors")
+        if path is not None and path.is_file():
+            return load_state_dict(path)["features"]
+        with torch.no_grad():
+            parts = [
+                self.model.image_frozen_features(torch.from_numpy(images[s : s + self.batch]))
+                for s in range(0, len(images), self.batch)
+            ]  # type: ignore[attr-defined]
+        feats = torch.cat(parts)
+        if path is not None:
+            save_state_dict({"features": feats}, path)
+        return feats
+
+    def text_features(self, texts: Sequence[str]) -> object:
+        import torch
+
+        m = self.model
+        if not self.text_frozen:
+            return m.text_features(list(texts))  # type: ignore[attr-defined]
+        if not self._txt_loaded:
+            self._load_texts()
+        todo = sorted({t for t in texts if t not in self._txt})
+        with torch.no_grad():
+            for s in range(0, len(todo), self.batch):
+                chunk = todo[s : s + self.batch]
+                for t, f in zip(chunk, m.text_features(chunk), strict=True):  # type: ignore[attr-defined]
+                    self._txt[t] = f
+        return torch.stack([self._txt[t] for t in texts])  # type: ignore[misc]
+
+    def image_embed(self, key: str, images: np.ndarray, idx: np.ndarray) -> object:
+        import torch.nn.functional as F
+
+        return F.normalize(self.model.project_image(self.image_features(key, images, idx)), dim=-1)  # type: ignore[attr-defined]
+
+    def text_embed(self, texts: Sequence[str]) -> object:
+        import torch.nn.functional as F
+
+        return F.normalize(self.model.project_text(self.text_features(texts)), dim=-1)  # type: ignore[attr-defined]
