@@ -1,1 +1,1 @@
-"""radclip.eval"""
+"""Metrics, evaluation commands, the report and the release gate (beside the data flow)."""

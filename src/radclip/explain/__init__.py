@@ -1,1 +1,1 @@
-"""radclip.explain"""
+"""Explanations over the one shared triage model: CAM and Grad-CAM, and PNG overlays."""

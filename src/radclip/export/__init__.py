@@ -1,1 +1,1 @@
-"""radclip.export"""
+"""ONNX and TorchScript export with parity checks against PyTorch."""

@@ -1,1 +1,1 @@
-"""radclip.runtime"""
+"""Serving wrappers around loaded models (PyTorch or ONNX Runtime) and the micro-batcher."""

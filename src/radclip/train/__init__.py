@@ -1,1 +1,1 @@
-"""radclip.train"""
+"""Training loops, losses and schedules for the triage network and the image-text model (beside the data flow)."""
