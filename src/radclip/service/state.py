@@ -157,6 +157,8 @@ def _load_triage(state: ServiceState) -> None:
 
 
 def _load_engine(state: ServiceState) -> None:
+    import faiss
+
     from radclip.engine.registry import PromptRegistry
     from radclip.engine.retrieval import Retriever
     from radclip.engine.screening import Screener
@@ -164,8 +166,6 @@ def _load_engine(state: ServiceState) -> None:
     from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
     from radclip.runtime.batcher import BatcherConfig, MicroBatcher
     from radclip.runtime.clip_runner import ClipRunner
-
-    import faiss
 
     faiss.omp_set_num_threads(1)  # single-query searches: OpenMP start-up costs more than it saves
     s = state.settings
