@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from radclip.eval.calibration import calibrated_probs, fit_temperature, fit_temperatures, reliability_diagram
-from radclip.eval.confidence import confidence_band, wilson_interval
 from radclip.eval.metrics import expected_calibration_error
+from radclip.models.confidence import confidence_band, wilson_interval
 
 
 def _overconfident(n: int, t_true: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

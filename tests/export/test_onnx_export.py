@@ -66,7 +66,7 @@ def test_manifest_lists_only_verified_exports(triage_model, tmp_path: Path) -> N
 def test_onnx_runner_matches_pytorch_runner(triage_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, card = triage_model
     card.labels = [f"L{i}" for i in range(14)]
-    card.calibration = {"temperature": {"L0": 1.7}, "logit_band": {"L1": 0.5}}
+    card.calibration = {"temperature": {"L0": 1.7}, "val_bin_counts": [50, 20, 10, 5, 5, 5, 5, 5, 5, 5]}
     exported = ox.export_triage(model, card, tmp_path)
     x = np.random.default_rng(7).random((1, 224, 224), dtype=np.float32)
     torch_runner, ort_runner = TriageRunner(model, card), OnnxTriageRunner(card, exported.path)

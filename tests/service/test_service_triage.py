@@ -82,3 +82,22 @@ def test_multipart_upload(live_server) -> None:  # type: ignore[no-untyped-def]
     r = httpx.post(f"{live_server.url}/api/v1/triage", files={"file": ("x.png", _png(), "image/png")}, timeout=60)
     assert r.status_code == 200, r.text
     _problem(httpx.post(f"{live_server.url}/api/v1/triage", files={"other": ("x.png", _png(), "image/png")}), 400)
+
+
+def test_band_is_the_wilson_interval_of_the_validation_support() -> None:
+    """The served band is the card's definition (docs/triage.md): Wilson interval on the bin's validation count."""
+    import numpy as np
+
+    from radclip.models.card import ModelCard
+    from radclip.models.confidence import wilson_interval
+    from radclip.runtime.triage_runner import TriageRunner
+
+    card = ModelCard(name="x", architecture="a", version="0", task="triage", labels=["A", "B"],
+                     calibration={"temperature": {"A": 2.0}, "val_bin_counts": [100, 50, 40, 30, 20, 10, 5, 4, 3, 2]})  # fmt: skip
+    runner = TriageRunner(model=None, card=card)
+    result = runner._result(np.array([0.0, 3.0]), None, 1.0)
+    assert result.probs[0] == 0.5  # temperature 2 leaves a zero logit at 0.5
+    assert tuple(result.band_low[:1]) + tuple(result.band_high[:1]) == wilson_interval(0.5, 10)
+    p1 = 1 / (1 + np.exp(-3.0))
+    assert (result.band_low[1], result.band_high[1]) == wilson_interval(p1, 2)  # 0.953 falls in the last bin
+    assert result.band_low[1] < p1 < result.band_high[1]

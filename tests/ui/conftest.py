@@ -62,7 +62,7 @@ def ui_triage_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ModelCard(
         name="tiny-triage-ui", architecture="mobilenetv2_triage", version="test-ui-0", task="triage", labels=list(NIH_LABELS),
         preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=out.name, weights_sha256=sha,
-        calibration={"temperature": {n: 1.5 for n in NIH_LABELS}, "logit_band": {n: 0.3 + 0.05 * i for i, n in enumerate(NIH_LABELS)}},
+        calibration={"temperature": {n: 1.5 for n in NIH_LABELS}, "val_bin_counts": [400, 120, 60, 30, 15, 8, 5, 3, 2, 1]},
     ).save(out.with_name("ui-triage.card.json"))
     return out
 

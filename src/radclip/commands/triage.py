@@ -23,8 +23,8 @@ def triage_image(path: Path, model_name: str | None = None) -> dict[str, Any]:
     import numpy as np
 
     from radclip.eval.calibration import calibrated_probs, temperatures_from_card
-    from radclip.eval.confidence import confidence_band
     from radclip.io.datasets import load_pixels
+    from radclip.models.confidence import confidence_band
     from radclip.models.preprocess import image_to_model_input
     from radclip.models.triage import load_triage_model
 

@@ -43,9 +43,8 @@ class TriageRunner:
         self.card = card
         self.labels = tuple(card.labels) if card.labels else NIH_LABELS
         self.temperature = _temperatures(card, self.labels)
-        # Half-width of the confidence band in logit space, per class (from the card; 0 if absent).
-        band = (card.calibration or {}).get("logit_band", {})
-        self.logit_band = np.array([float(band.get(name, 0.0)) for name in self.labels], dtype=np.float64)
+        # Validation support per probability bin: the band is the Wilson interval on that many cases.
+        self.bin_counts = (card.calibration or {}).get("val_bin_counts")
 
     @classmethod
     def load(cls, name_or_path: str) -> TriageRunner:
@@ -71,9 +70,11 @@ class TriageRunner:
 
     def _result(self, logits: np.ndarray, features: Any, ms: float) -> TriageResult:
         """Calibrate (per-class temperature) and attach the band; ``features`` is whatever ``cam`` needs."""
-        scaled = logits / self.temperature
-        low, high = sigmoid(scaled - self.logit_band), sigmoid(scaled + self.logit_band)
-        return TriageResult(self.labels, logits, sigmoid(scaled), low, high, features, ms)
+        from radclip.models.confidence import confidence_band
+
+        probs = sigmoid(logits / self.temperature)
+        bands = np.array([confidence_band(float(p), self.bin_counts) for p in probs], dtype=np.float64).reshape(-1, 2)
+        return TriageResult(self.labels, logits, probs, bands[:, 0], bands[:, 1], features, ms)
 
     def label_index(self, label: str) -> int:
         lookup = {name.lower(): i for i, name in enumerate(self.labels)}

@@ -236,9 +236,9 @@ def save_weights(model: Any, path: Path) -> str:
 def _finish(cfg: TriageTrainConfig, model_cfg: dict[str, Any], pre: Any, weights_path: Path, log: dict[str, Any], val: Any) -> None:
     """Reload the best weights, fit temperatures on validation, write the card and the log."""
     from radclip.eval.calibration import calibrated_probs, fit_temperatures
-    from radclip.eval.confidence import bin_counts
     from radclip.io.labels import NIH_LABELS
     from radclip.models.card import ModelCard
+    from radclip.models.confidence import bin_counts
     from radclip.models.registry import create_model
     from radclip.models.weights import load_state_dict, sha256_file
 
