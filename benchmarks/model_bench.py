@@ -60,6 +60,7 @@ def ort_session(path: Path) -> Any:
 
 
 def export(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX symbol
     with torch.no_grad():
         torch.onnx.export(module.eval(), (x,), str(path), input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17, dynamo=False)  # fmt: skip
@@ -74,19 +75,11 @@ def quantize(path: Path) -> Path:
     return out
 
 
-class _Encode(torch.nn.Module):
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
 def models() -> dict[str, tuple[torch.nn.Module, int]]:
     """name -> (module taking a float input (B, C, S, S), input size). Shipped models when present."""
     import open_clip
 
+    from radclip.export.onnx_export import ImageGraph
     from radclip.models.registry import create_model, list_shipped, load_pretrained
 
     out: dict[str, tuple[torch.nn.Module, int]] = {}
@@ -95,7 +88,7 @@ def models() -> dict[str, tuple[torch.nn.Module, int]]:
         out["triage: radclip-mobilenetv2-nih"] = (m.eval(), card.preprocessing.input_size)
     if "radclip-medclip-mini" in list_shipped():
         c, _ = load_pretrained("radclip-medclip-mini")
-        out["image tower: radclip-medclip-mini"] = (_Encode(lambda x: c.encode_image(x)).eval(), c.preprocessing.input_size)
+        out["image tower: radclip-medclip-mini"] = (ImageGraph(c).eval(), c.preprocessing.input_size)
     out["triage: densenet121 (torchxrayvision layout)"] = (create_model("densenet121_triage").eval(), 224)
     vit = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
     out["image tower: open_clip ViT-B/32"] = (vit, 224)
