@@ -93,3 +93,20 @@ def test_retrieval_by_text_and_image(live_server) -> None:  # type: ignore[no-un
     for bad in ({"query": "", "top_k": 5}, {"query": "x", "top_k": 0}, {"query": "x", "top_k": 1000}, {"top_k": 3}):
         resp = httpx.post(f"{live_server.url}/api/v1/retrieve", json=bad)
         assert resp.status_code == 422, bad
+
+
+def test_ingest_study_then_find_it_and_read_it(live_server) -> None:  # type: ignore[no-untyped-def]
+    _wait_ready(live_server.url)
+    png = _png(seed=4242)
+    r = httpx.post(f"{live_server.url}/api/v1/studies?study_id=new-study-1", content=png, headers={"content-type": "image/png"}, timeout=60)
+    assert r.status_code == 201, r.text
+    assert r.json()["added"] is True and r.json()["study"]["study_id"] == "new-study-1"
+    again = httpx.post(f"{live_server.url}/api/v1/studies?study_id=new-study-1", content=png, headers={"content-type": "image/png"}, timeout=60)
+    assert again.json()["added"] is False  # idempotent: no duplicate in the index
+    meta = httpx.get(f"{live_server.url}/api/v1/studies/new-study-1").json()
+    assert meta["source"] == "api"
+    hits = httpx.post(f"{live_server.url}/api/v1/similar?top_k=1", content=png, headers={"content-type": "image/png"}, timeout=60).json()
+    assert hits["results"][0]["study_id"] == "new-study-1" and hits["results"][0]["similarity"] > 0.999
+    assert httpx.get(f"{live_server.url}/api/v1/studies/never-seen").status_code == 404
+    bad = httpx.post(f"{live_server.url}/api/v1/studies?study_id=../../etc", content=png, headers={"content-type": "image/png"})
+    assert bad.status_code == 422

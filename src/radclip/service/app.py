@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     )
     install_problem_handlers(app)
     _install_request_metrics(app)
-    from radclip.service.routers import conditions, health, retrieve, screen, triage, web
+    from radclip.service.routers import conditions, health, retrieve, screen, studies, triage, web
 
-    for module in (health, triage, screen, retrieve, conditions, web):
+    for module in (health, triage, screen, retrieve, conditions, web, studies):
         app.include_router(module.router)
     return app
