@@ -102,3 +102,27 @@ def test_static_conditions_and_dimension_check() -> None:
     assert [x.name for x in out.findings] == ["b", "a"] and out.findings[0].cosine == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same image-text model"):
         s.screen(np.ones(5, np.float32))
+
+
+def test_reference_population_gives_unlabelled_conditions_a_z_score_mapping() -> None:
+    """Without labels, confidence = sigmoid(1.5 (z - 2)) with z from the reference population's cosines."""
+    from radclip.engine.calibration import ReferenceDistribution
+    from radclip.engine.encoders import l2_normalise
+    from radclip.engine.screening import Screener, StaticConditions
+
+    rng = np.random.default_rng(0)
+    dim = 16
+    conds = l2_normalise(rng.standard_normal((3, dim)))
+    population = l2_normalise(rng.standard_normal((400, dim)) + 2.0 * rng.standard_normal(dim))
+    screener = Screener(StaticConditions(["a", "b", "c"], ["other"] * 3, conds), rules=[])
+    before = screener.score(population[:5])[2]
+    ref = ReferenceDistribution.from_embeddings(population)
+    screener.set_reference(ref)
+    _, cos, conf, calibrated = screener.score(population)
+    assert not calibrated.any()
+    z = (cos - cos.mean(axis=0)) / cos.std(axis=0)
+    expected = 1 / (1 + np.exp(-1.5 * (z - 2.0)))
+    np.testing.assert_allclose(conf, expected, atol=2e-3)  # analytic mean/cov == empirical cosine stats
+    assert np.median(conf) < 0.1 < np.median(before)  # an average image is no longer "likely" for everything
+    with pytest.raises(ValueError, match="at least 50"):
+        ReferenceDistribution.from_embeddings(population[:10])

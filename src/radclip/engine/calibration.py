@@ -121,3 +121,40 @@ def load_calibrations(engine, version_ids: dict[str, int], text_version: str, im
             db.Calibration.condition_version_id.in_(list(by_vid)), db.Calibration.text_version == text_version,
             db.Calibration.image_version == image_version)).all()  # fmt: skip
     return {by_vid[r.condition_version_id]: LogisticCalibration(r.scale, r.bias, r.n_pos, r.n_neg) for r in rows}
+
+
+# -- label-free fallback: standardise against a reference image population -------------------
+REFERENCE_Z_CENTER = 2.0  # a cosine 2 sd above the reference population's mean maps to confidence 0.5
+REFERENCE_SLOPE = 1.5  # logistic slope per sd: the population mean (z = 0) maps to sigmoid(-3) = 0.047
+MIN_REFERENCE_IMAGES = 50
+
+
+@dataclass(frozen=True)
+class ReferenceDistribution:
+    """Mean and covariance of image embeddings of a reference population (e.g. the indexed corpus).
+
+    For a condition with text embedding ``t`` the cosine over that population has mean ``t·m`` and
+    variance ``tᵀ Σ t``, so any condition, registered before or after, gets a z-score without
+    labels. Unlabelled conditions then read "how unusual is this image for this finding, relative
+    to the corpus" instead of a raw cosine: CLIP cosines sit in a narrow band, so a fixed global
+    mapping rates every condition alike.
+    """
+
+    mean: np.ndarray  # (D,)
+    cov: np.ndarray  # (D, D)
+    n: int
+
+    @classmethod
+    def from_embeddings(cls, embs: np.ndarray) -> ReferenceDistribution:
+        x = np.asarray(embs, np.float64)
+        if x.ndim != 2 or len(x) < MIN_REFERENCE_IMAGES:
+            raise ValueError(f"a reference population needs at least {MIN_REFERENCE_IMAGES} embeddings (N, D); got {x.shape}")
+        return cls(x.mean(axis=0), np.cov(x, rowvar=False), len(x))
+
+    def mapping(self, condition_embs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-condition (scale, bias) of ``sigmoid(scale * cos + bias)`` = ``sigmoid(k (z - z0))``."""
+        t = np.asarray(condition_embs, np.float64)
+        mu = t @ self.mean
+        sd = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", t, self.cov, t), 1e-12))
+        scale = REFERENCE_SLOPE / sd
+        return scale.astype(np.float32), (-scale * mu - REFERENCE_SLOPE * REFERENCE_Z_CENTER).astype(np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 from radclip.engine.calibration import (
     DEFAULT_CALIBRATION,
     LogisticCalibration,
+    ReferenceDistribution,
     fit_calibration,
     load_calibrations,
     save_calibrations,
@@ -100,6 +101,7 @@ class Screener:
         self._cals: dict[str, LogisticCalibration] = {}
         self._loaded_at = 0.0
         self._seen_changes = -1
+        self._reference: ReferenceDistribution | None = None
 
     # -- state ----------------------------------------------------------------------------
     def _engine(self) -> Any:
@@ -144,12 +146,25 @@ class Screener:
         self._state = self._with_arrays(m)
         return cals
 
+    def set_reference(self, reference: ReferenceDistribution | None) -> None:
+        """Use ``reference`` (e.g. the indexed corpus) for conditions without a labelled fit."""
+        self._reference = reference
+        self._state = None  # rebuilt on the next request
+
     def _with_arrays(self, m: ConditionMatrix) -> tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-condition (scale, bias, calibrated) vectors aligned with the matrix rows."""
+        """Per-condition (scale, bias, calibrated) vectors aligned with the matrix rows.
+
+        Order of preference: a labelled logistic fit; else the reference-population z mapping;
+        else the fixed default. Only the first counts as ``calibrated``.
+        """
         cals = [self._cals.get(n) for n in m.names]
         scale = np.array([(c or DEFAULT_CALIBRATION).scale for c in cals], np.float32)
         bias = np.array([(c or DEFAULT_CALIBRATION).bias for c in cals], np.float32)
-        return m, scale, bias, np.array([c is not None for c in cals], bool)
+        fitted = np.array([c is not None for c in cals], bool)
+        if self._reference is not None and len(m.names) and not fitted.all():
+            ref_scale, ref_bias = self._reference.mapping(m.matrix)
+            scale, bias = np.where(fitted, scale, ref_scale), np.where(fitted, bias, ref_bias)
+        return m, scale, bias, fitted
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, image_embs: np.ndarray) -> tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray]:

@@ -78,6 +78,7 @@ class ServiceState:
             report = self.index.open(records, progress=self._progress, cancel=self._stop)  # type: ignore[union-attr]
             self.warmup.state, self.warmup.detail = "ready", report.reason
             self.metrics.index_size.set(report.live)
+            self._use_corpus_as_reference()
         except BuildCancelled:
             self.warmup.state, self.warmup.detail = "failed", "cancelled at shutdown; nothing was persisted"
         except Exception as exc:  # surfaced on /readyz; the rest of the service keeps working
@@ -86,6 +87,14 @@ class ServiceState:
         self.warmup.seconds = time.monotonic() - self.warmup.started_at
         for s in INDEX_STATES:
             self.metrics.index_state.labels(s).set(1 if s == self.warmup.state else 0)
+
+    def _use_corpus_as_reference(self) -> None:
+        """Unlabelled conditions are scored relative to the indexed corpus (see engine.calibration)."""
+        from radclip.engine.calibration import MIN_REFERENCE_IMAGES, ReferenceDistribution
+
+        vectors, _ = self.index.index.vectors_and_ids()  # type: ignore[union-attr]
+        if self.screener is not None and len(vectors) >= MIN_REFERENCE_IMAGES:
+            self.screener.set_reference(ReferenceDistribution.from_embeddings(vectors))
 
     def stop_background(self) -> None:
         self._stop.set()
