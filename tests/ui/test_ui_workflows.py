@@ -238,7 +238,8 @@ def test_service_status_shows_models_index_and_cache(page: Any, ui_server: Any) 
     screenshot(page, "service-status")
 
 
-def test_warming_index_shows_progress_then_results(page: Any, gated_server: Any) -> None:
+def test_warming_index_shows_progress_then_results(gated_server: Any, page: Any) -> None:
+    # gated_server first: set up before the page, torn down after it, so the page never polls a stopped server.
     server, permits = gated_server
     page.allowed_errors.append("status of 503")  # the browser logs the deliberate 503 of /retrieve while warming
     open_page(page, server)
@@ -328,3 +329,4 @@ def test_api_key_prompt_when_the_service_requires_one(page: Any, ui_triage_weigh
         page.wait_for_selector("body[data-ready='1']")
         upload(page, sample_images["png"])
         assert page.locator("#study-error").is_hidden()
+        page.goto("about:blank")  # stop the page's polling before this test's server goes away
