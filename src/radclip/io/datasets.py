@@ -113,8 +113,8 @@ class ManifestDataset:
             raise IndexError(f"index {index} out of range for a dataset of {n} images")
         index = int(index) % n
         image = self.image(index)
-        if self.transform is not None:
-            image = self._apply_transform(image)
+        # Items are the caller's to modify (DataLoader collation needs writable arrays); the cache stays read-only.
+        image = self._apply_transform(image) if self.transform is not None else (image if image.flags.writeable else image.copy())
         row = self._frame.iloc[index]
         return {
             "image": image,
