@@ -85,29 +85,27 @@ def _load_clip(model_name: str | None) -> tuple[Any, str, int, int]:
     return model, version, dim, size
 
 
+def _load_clip_for(purpose: str, model_name: str | None) -> tuple[Any, str, int, int]:
+    try:
+        return _load_clip(model_name)
+    except (ImportError, KeyError, OSError, ValueError, RuntimeError) as exc:
+        raise RuntimeError(
+            f"could not load the image-text model for {purpose} ({exc}); "
+            "check RADCLIP_CLIP_MODEL names a shipped model or a .safetensors path"
+        ) from exc
+
+
 def default_text_embedder(model_name: str | None = None) -> TextEmbedder:
     """Build the real text embedder from the shipped image-text model (settings' ``clip_model``).
 
     This is the documented bridge from engine to models: it imports ``radclip.models`` when
     called, never at import. Raises ``RuntimeError`` with the fix when the model can't load.
     """
-    try:
-        model, version, dim, _ = _load_clip(model_name)
-    except (ImportError, KeyError, OSError, ValueError, RuntimeError) as exc:
-        raise RuntimeError(
-            f"could not load the image-text model for text embeddings ({exc}); "
-            "check RADCLIP_CLIP_MODEL names a shipped model or a .safetensors path"
-        ) from exc
+    model, version, dim, _ = _load_clip_for("text embeddings", model_name)
     return _ClipTextEmbedder(model, version, dim)
 
 
 def default_image_embedder(model_name: str | None = None) -> ImageEmbedder:
     """Like :func:`default_text_embedder`, for images (same bridge, same model)."""
-    try:
-        model, version, dim, size = _load_clip(model_name)
-    except (ImportError, KeyError, OSError, ValueError, RuntimeError) as exc:
-        raise RuntimeError(
-            f"could not load the image-text model for image embeddings ({exc}); "
-            "check RADCLIP_CLIP_MODEL names a shipped model or a .safetensors path"
-        ) from exc
+    model, version, dim, size = _load_clip_for("image embeddings", model_name)
     return _ClipImageEmbedder(model, version, dim, size)
