@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hist.add_argument("name")
     hist.add_argument("--json", action="store_true")
     sub.add_parser("seed", help="register the shipped seed conditions (idempotent)")
+    cal = sub.add_parser("calibrate", help="fit per-condition calibrations on a labelled manifest split (NIH findings)")
+    cal.add_argument("--manifest", default=None, help="manifest CSV (default: the shared cxr/manifest.csv)")
+    cal.add_argument("--images-root", default=None, help="folder the manifest's paths are relative to (default: the CSV's folder)")
+    cal.add_argument("--split", default="val", help="split to fit on (default val; never test)")
 
 
 def _embedder() -> Any:
@@ -41,6 +45,8 @@ def _embedder() -> Any:
 def run(args: argparse.Namespace) -> int:
     from radclip.engine.registry import PromptRegistry, RegistryError
 
+    if args.action == "calibrate":
+        return _calibrate(args)
     needs_model = args.action in ("register", "seed")
     try:
         registry = PromptRegistry(args.database, _embedder() if needs_model else None)
@@ -68,4 +74,27 @@ def run(args: argparse.Namespace) -> int:
     except (RegistryError, RuntimeError) as exc:
         print(f"radclip conditions: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from radclip.engine.encoders import default_image_embedder
+    from radclip.engine.fit_conditions import fit_from_manifest
+    from radclip.engine.registry import PromptRegistry, RegistryError
+    from radclip.engine.screening import Screener
+    from radclip.settings import get_settings
+
+    manifest = Path(args.manifest) if args.manifest else get_settings().cxr_root / "manifest.csv"
+    root = Path(args.images_root) if args.images_root else manifest.parent
+    try:
+        text, image = _embedder(), default_image_embedder()
+        registry = PromptRegistry(args.database, text)
+        screener = Screener(registry, image_version=image.version, text_version=text.version)
+        fits = fit_from_manifest(screener, image, manifest, root, args.split, size=getattr(image, "input_size", 224))
+    except (RegistryError, RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f"radclip conditions calibrate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({n: {"scale": round(c.scale, 4), "bias": round(c.bias, 4), "n_pos": c.n_pos, "n_neg": c.n_neg} for n, c in fits.items()}, indent=1))
     return 0
