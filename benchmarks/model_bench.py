@@ -14,27 +14,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from timing import median_ms  # benchmarks/timing.py (scripts run from this folder's path)
 
 OUT = Path(__file__).with_name("results") / "model_bench.json"
-
-
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from timing import median_ms  # benchmarks/timing.py (scripts run from this folder's path)
 
 OUT = Path(__file__).with_name("results") / "service_bench.json"
 
@@ -66,14 +66,7 @@ def bare_pytorch_ms(settings, image: bytes, repeats: int = 20) -> dict[str, floa
     out = {}
     for name, fn in (("triage_forward_ms", lambda: triage(xt)), ("image_embed_ms", lambda: clip.encode_image(xc))):
         with torch.inference_mode():
-            for _ in range(3):
-                fn()
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t) * 1000)
-        out[name] = statistics.median(times)
+            out[name] = median_ms(fn, repeats, warmup=3)
     out["both_ms"] = out["triage_forward_ms"] + out["image_embed_ms"]
     return out
 

@@ -41,6 +41,16 @@ class ReportFinding:
     display: str | None = None
 
 
+def report_findings(labels: Sequence[str], probs: Sequence[float], screened: Sequence[Any]) -> list[ReportFinding]:
+    """What a report states: the triage probabilities, then zero-shot findings the triage labels do not cover.
+
+    ``screened`` are screening findings (``name``, ``confidence``, ``suppressed``); suppressed ones are left out.
+    """
+    items = [ReportFinding(n, float(p), "triage") for n, p in zip(labels, probs, strict=True)]
+    covered = set(labels)
+    return items + [ReportFinding(f.name, float(f.confidence), "zero-shot") for f in screened if not f.suppressed and f.name not in covered]
+
+
 def _code(name: str, display: str | None) -> dict[str, Any]:
     if name in SNOMED_CODES:
         code, disp = SNOMED_CODES[name]

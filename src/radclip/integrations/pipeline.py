@@ -62,23 +62,18 @@ class ModelPipeline:
         self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
     ) -> tuple[list[Any], np.ndarray | None]:
         """Report findings (triage, then zero-shot not covered by triage) and the image embedding."""
-        from radclip.integrations.fhir_report import ReportFinding
+        from radclip.integrations.fhir_report import report_findings
 
         p = self.parts
         result = p.triage.run(contract)
-        items = [
-            ReportFinding(n, float(pr), "triage") for n, pr in zip(result.labels, result.probs, strict=True)
-        ]
-        embedding = None
+        embedding, screened = None, []
         if p.clip is not None and clip_input is not None:
             embedding = p.clip.encode_images(clip_input[None])[0]
             if p.screener is not None:
                 from radclip.engine.rules import StudyContext
 
-                screening = p.screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view))
-                items += [ReportFinding(f.name, float(f.confidence), "zero-shot") for f in screening.findings
-                          if not f.suppressed and f.name not in result.labels]  # fmt: skip
-        return items, embedding
+                screened = p.screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view)).findings
+        return report_findings(result.labels, result.probs, screened), embedding
 
     def _index(
         self, ctx: PatientStudyContext, clip_input: np.ndarray, patient_ref: str | None, summary: str

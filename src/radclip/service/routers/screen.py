@@ -106,9 +106,8 @@ async def screen(
 
 
 def _fhir_bundle(findings: list[Any], triage: Any, ctx: Any, versions: dict[str, Any]) -> dict[str, Any]:
-    from radclip.integrations.fhir_report import ReportFinding, build_report_bundle
+    from radclip.integrations.fhir_report import build_report_bundle, report_findings
 
-    items = [ReportFinding(n, float(p), "triage") for n, p in zip(triage.labels, triage.probs, strict=True)]
-    items += [ReportFinding(f.name, float(f.confidence), "zero-shot") for f in findings if not f.suppressed and f.name not in triage.labels]
+    items = report_findings(triage.labels, triage.probs, findings)
     flat = {role: f"{v.get('name', role)}@{v.get('version', '?')}" for role, v in versions.items() if isinstance(v, dict)}
     return build_report_bundle(items, ctx, flat)
