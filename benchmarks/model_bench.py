@@ -1,10 +1,12 @@
-"""Per-model speed against the compute floor: PyTorch eager vs ONNX Runtime fp32 and int8.
+"""Per-model speed against the compute floor: PyTorch eager vs ONNX Runtime fp32, static int8 and dynamic int8.
 
 For each model: FLOPs of one forward (torch's FlopCounterMode; multiply-add = 2 FLOPs), the
 machine's measured fp32 GEMM throughput in the same run, and median latency at batch 1 and 16.
 Every time is reported as a ratio to the compute floor (FLOPs / GEMM GFLOP/s) and to PyTorch
 eager. Production architectures (DenseNet-121, ViT-B/32) are timed with random weights: speed
-does not depend on trained values.
+does not depend on trained values. Static int8 is calibrated on 16 train-split images for the
+shipped models (random inputs for the random-weight ones: this table is about speed; the AUC
+change of int8 is measured by benchmarks/quant_eval.py).
 
     .venv/bin/python benchmarks/model_bench.py            # writes benchmarks/results/model_bench.json
 """
@@ -55,12 +57,42 @@ def export(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def quantize(path: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize(path: Path, mode: str, calibration: Any) -> Path:
+    """Whole-graph int8 of ``path`` (radclip.export.quantize): ``static`` QDQ u8s8 per-channel, or ``dynamic``."""
+    from radclip.export.quantize import QuantConfig, quantize_onnx
 
-    out = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
-    return out
+    return quantize_onnx(path, path.with_suffix(f".{mode}-int8.onnx"), QuantConfig(mode=mode),  # type: ignore[arg-type]
+                         calibration=calibration if mode == "static" else None)  # fmt: skip
+
+
+def calibration(name: str, channels: int, size: int) -> Any:
+    """16 train-split contract tensors for the shipped models; seeded uniform noise for the others."""
+    import numpy as np
+
+    from radclip.settings import get_settings
+
+    root = get_settings().cxr_root
+    if name.startswith(("triage: radclip", "image tower: radclip")) and (root / "manifest.csv").is_file():
+        from radclip.export.quantize import calibration_images
+
+        return calibration_images(root / "manifest.csv", root, size, n=16)
+    return _ArrayReader(np.random.default_rng(0).random((16, channels, size, size), dtype=np.float32))
+
+
+class _ArrayReader:
+    """ONNX Runtime CalibrationDataReader over any (N, C, S, S) array (the contract reader takes C = 1 only)."""
+
+    def __init__(self, x: Any) -> None:
+        self.x, self.images, self.i = x, x, 0
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self.i >= len(self.x):
+            return None
+        self.i += 8
+        return {"x": self.x[self.i - 8 : self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
 
 
 def models() -> dict[str, tuple[torch.nn.Module, int]]:
@@ -100,7 +132,8 @@ def bench_model(name: str, module: torch.nn.Module, size: int, gflops: float, tm
         row["pytorch_b1_ms"] = median_ms(lambda: module(x1), 15)
         row["pytorch_b16_ms"] = median_ms(lambda: module(x16), 3, warmup=1)
     path = export(module, x1, tmp / (name.replace(" ", "_").replace(":", "").replace("/", "") + ".onnx"))
-    for tag, p in (("ort_fp32", path), ("ort_int8", quantize(path))):
+    calib = calibration(name, c, size)
+    for tag, p in (("ort_fp32", path), ("ort_int8", quantize(path, "static", calib)), ("ort_int8_dynamic", quantize(path, "dynamic", None))):
         sess = ort_session(p)
         row[f"{tag}_b1_ms"] = median_ms(lambda s=sess: s.run(None, {"x": x1.numpy()}), 15)
         row[f"{tag}_b16_ms"] = median_ms(lambda s=sess: s.run(None, {"x": x16.numpy()}), 3, warmup=1)
@@ -110,6 +143,7 @@ def bench_model(name: str, module: torch.nn.Module, size: int, gflops: float, tm
         row[key.replace("_ms", "_images_per_s")] = batch / (row[key] / 1000)
     row["ort_fp32_speedup_vs_eager_b1"] = row["pytorch_b1_ms"] / row["ort_fp32_b1_ms"]
     row["ort_int8_speedup_vs_eager_b1"] = row["pytorch_b1_ms"] / row["ort_int8_b1_ms"]
+    row["ort_int8_speedup_vs_fp32_b1"] = row["ort_fp32_b1_ms"] / row["ort_int8_b1_ms"]
     return row
 
 

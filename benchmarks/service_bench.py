@@ -1,7 +1,8 @@
 """Benchmark the live service on loopback: /screen latency and throughput, against bare PyTorch forwards.
 
-Bounded: a fixed number of requests per phase, then it stops. Starts its own uvicorn server with
-the configured (by default embedded) models and a state directory in a temp folder.
+Bounded: a fixed number of requests per phase, then it stops. Starts ``radclip serve`` as its own
+process (the client must not share the server's GIL) with the configured (by default embedded)
+models and a state directory in a temp folder.
 
     .venv/bin/python benchmarks/service_bench.py                  # default: 30 single requests, 48 per concurrency level
     .venv/bin/python benchmarks/service_bench.py --backend pytorch
@@ -49,8 +50,8 @@ def _image_bytes(settings) -> bytes:  # type: ignore[no-untyped-def]
     return buf.getvalue()
 
 
-def bare_pytorch_ms(settings, image: bytes, repeats: int = 20) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Median eager forward time of the triage network and the image tower on one contract tensor."""
+def bare_pytorch(settings, image: bytes):  # type: ignore[no-untyped-def]
+    """A function timing the eager forwards of the triage network and the image tower on one contract tensor."""
     import torch
 
     from radclip.io.contract import to_contract_tensor
@@ -63,54 +64,119 @@ def bare_pytorch_ms(settings, image: bytes, repeats: int = 20) -> dict[str, floa
     pixels = load_image(image).pixels
     xt = to_model_input(to_contract_tensor(pixels, tcard.preprocessing.input_size), tcard.preprocessing)
     xc = torch.from_numpy(to_contract_tensor(pixels, clip.preprocessing.input_size))[None]
-    out = {}
-    for name, fn in (("triage_forward_ms", lambda: triage(xt)), ("image_embed_ms", lambda: clip.encode_image(xc))):
-        with torch.inference_mode():
-            out[name] = median_ms(fn, repeats, warmup=3)
-    out["both_ms"] = out["triage_forward_ms"] + out["image_embed_ms"]
-    return out
+
+    def measure(repeats: int = 20) -> dict[str, float]:
+        out = {}
+        for name, fn in (("triage_forward_ms", lambda: triage(xt)), ("image_embed_ms", lambda: clip.encode_image(xc))):
+            with torch.inference_mode():
+                out[name] = median_ms(fn, repeats, warmup=3)
+        out["both_ms"] = out["triage_forward_ms"] + out["image_embed_ms"]
+        return out
+
+    return measure
+
+
+class ServeProcess:
+    """``radclip serve`` in its own process (its own GIL, as deployed), on a free loopback port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "RADCLIP_PORT": str(self.port), "RADCLIP_HOST": "127.0.0.1", "RADCLIP_LOG_LEVEL": "WARNING"}
+        self.log_path = Path(tempfile.mkdtemp(prefix="radclip-serve-")) / "serve.log"
+
+    def __enter__(self) -> ServeProcess:
+        import subprocess
+        import sys
+
+        import httpx
+
+        cmd = [sys.executable, "-m", "radclip.cli", "serve"]
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"radclip serve exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"radclip serve did not start in time; see {self.log_path}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.log.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
+    import threading
+
     import httpx
 
-    from radclip.service.app import create_app
-    from radclip.service.background import BackgroundServer as LiveServer
     from radclip.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix="radclip-bench-"))
-    settings = load_settings(home=home, backend=args.backend, index_on_start=False)
+    # The index is built (default corpus: the unlabelled pool) so /screen can return similar cases too.
+    settings = load_settings(home=home, backend=args.backend, index_on_start=args.similar > 0)
     if args.backend != "pytorch":
-        from radclip.export.parity import export_and_check
+        from radclip.export.parity import export_and_check, export_and_check_screen
 
         for role, name in (("triage", settings.triage_model), ("clip", settings.clip_model)):
             list(export_and_check(role, name, settings.resolved_export_dir, if_missing=True))
+        list(export_and_check_screen(settings.triage_model, settings.clip_model, settings.resolved_export_dir, if_missing=True))
     image = _image_bytes(settings)
-    bare = bare_pytorch_ms(settings, image)
-    result: dict[str, object] = {"backend": args.backend, "bare_pytorch": bare}
-    with LiveServer(create_app(settings)) as server:
-        url = f"{server.url}/api/v1/screen"
+    measure_bare = bare_pytorch(settings, image)
+    result: dict[str, object] = {"backend": args.backend}
+    env = {"RADCLIP_HOME": str(home), "RADCLIP_BACKEND": args.backend, "RADCLIP_INDEX_ON_START": str(args.similar > 0).lower()}
+    with ServeProcess(env) as server:
+        url = f"{server.url}/api/v1/screen" + (f"?similar={args.similar}" if args.similar else "")
+        index = _wait_for_index(server.url) if args.similar else None
+        result["workload"] = {"conditions": len(httpx.get(f"{server.url}/api/v1/conditions").json()),
+                              "similar_cases": args.similar, "indexed_studies": index["total"] if index else 0,
+                              "screen_path": httpx.get(f"{server.url}/readyz").json()["screen_path"]}  # fmt: skip
         headers = {"content-type": "image/png"}
         with httpx.Client(timeout=120) as client:
-            for _ in range(3):
+            for _ in range(5):
                 client.post(url, content=image, headers=headers).raise_for_status()
-            single, served = [], []
-            for _ in range(args.single):
-                t = time.perf_counter()
-                r = client.post(url, content=image, headers=headers)
-                single.append((time.perf_counter() - t) * 1000)
-                served.append(r.json()["latency_ms"])
+            # Rounds alternate the bare PyTorch forwards (here, while the server idles) with /screen requests,
+            # so both see the same machine state; the ratio uses the medians over all rounds.
+            single, served, stages, bare_rounds = [], [], [], []
+            for _ in range(args.rounds):
+                bare_rounds.append(measure_bare())
+                for _ in range(args.single // args.rounds):
+                    t = time.perf_counter()
+                    r = client.post(url, content=image, headers=headers)
+                    single.append((time.perf_counter() - t) * 1000)
+                    served.append(r.json()["latency_ms"])
+                    stages.append({k: float(v) for k, v in (p.split(";dur=") for p in r.headers["server-timing"].split(", "))})
             result["backends_served"] = r.json()["model_version"]
+            if args.similar and len(r.json()["similar"] or []) != args.similar:
+                raise RuntimeError(f"/screen returned {r.json()['similar']!r} similar cases, expected {args.similar}")
         result["single"] = {"n": len(single), "p50_ms": _pct(single, 50), "p95_ms": _pct(single, 95), "p99_ms": _pct(single, 99),
-                            "server_p50_ms": _pct(served, 50)}  # fmt: skip
+                            "server_p50_ms": _pct(served, 50),
+                            "server_stages_p50_ms": {k: _pct([st[k] for st in stages], 50) for k in stages[0]}}  # fmt: skip
+        bare = {k: float(np.median([b[k] for b in bare_rounds])) for k in bare_rounds[0]}
+        result["bare_pytorch"] = {**bare, "rounds_both_ms": [round(b["both_ms"], 2) for b in bare_rounds]}
         result["ratio_p50_to_bare_pytorch"] = result["single"]["p50_ms"] / bare["both_ms"]  # type: ignore[index]
         levels = {}
-        for conc in (1, 4, 16):
-            def one(_: int) -> float:
-                t = time.perf_counter()
-                httpx.post(url, content=image, headers=headers, timeout=300).raise_for_status()
-                return (time.perf_counter() - t) * 1000
+        local = threading.local()  # one keep-alive client per worker thread, as a real client pool would
 
+        def one(_: int) -> float:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(timeout=300)
+            t = time.perf_counter()
+            local.client.post(url, content=image, headers=headers).raise_for_status()
+            return (time.perf_counter() - t) * 1000
+
+        for conc in (1, 4, 16):
             t0 = time.perf_counter()
             with ThreadPoolExecutor(conc) as pool:
                 lat = list(pool.map(one, range(args.per_level)))
@@ -121,6 +187,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         batch = httpx.get(f"{server.url}/metrics").text
         result["mean_image_batch"] = _mean_batch(batch)
     return result
+
+
+def _wait_for_index(url: str, timeout: float = 600) -> dict[str, object]:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        index = httpx.get(f"{url}/readyz").json()["index"]
+        if index["state"] == "ready":
+            return index  # type: ignore[no-any-return]
+        if index["state"] == "failed":
+            raise RuntimeError(f"the case index failed to build: {index}")
+        time.sleep(0.5)
+    raise RuntimeError("the case index was not ready in time")
 
 
 def _mean_batch(metrics: str) -> float | None:
@@ -136,15 +216,19 @@ def _mean_batch(metrics: str) -> float | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=["auto", "pytorch", "onnxruntime"], default="auto")
-    p.add_argument("--single", type=int, default=30, help="sequential /screen requests for the latency percentiles")
+    p.add_argument("--single", type=int, default=150, help="sequential /screen requests for the latency percentiles")
+    p.add_argument("--label", default=None, help="key of this run in the results file (default: the backend)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds alternating bare PyTorch timing and /screen requests")
     p.add_argument("--per-level", type=int, default=48, help="requests at each concurrency level (1, 4, 16)")
+    p.add_argument("--similar", type=int, default=10, help="similar prior cases asked of /screen (0: screening only)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = run(args)
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    data[args.backend] = result
+    result["models"] = {"triage": os.environ.get("RADCLIP_TRIAGE_MODEL", "default"), "clip": os.environ.get("RADCLIP_CLIP_MODEL", "default")}
+    data[args.label or args.backend] = result
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(result, indent=2))

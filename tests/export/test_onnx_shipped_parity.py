@@ -88,3 +88,32 @@ def test_zeroshot_auc_equal_under_onnxruntime(exported: Path, test_split) -> Non
         aucs.append(_mean_auc(labels, zeroshot_scores(img, pos, neg)))
     np.testing.assert_allclose(ort_runner.encode_images(images[:4]), torch_runner.encode_images(images[:4]), atol=1e-4)
     assert abs(aucs[0] - aucs[1]) <= AUC_TOLERANCE
+
+
+def test_fused_screen_graph_of_the_shipped_models(exported: Path, test_split) -> None:  # type: ignore[no-untyped-def]
+    """When the shipped tower shares trunk blocks with the triage backbone, one graph serves both, exactly."""
+    from radclip.export.parity import export_and_check_screen
+    from radclip.export.shared_trunk import shared_blocks
+    from radclip.models.registry import find_card, load_pretrained
+    from radclip.runtime.onnx_backend import OnnxScreenRunner, OnnxTriageRunner, find_exports, session
+
+    triage, tcard = load_pretrained(find_card("radclip-mobilenetv2-nih")[1])
+    clip, ccard = load_pretrained(find_card("radclip-medclip-mini")[1])
+    n = shared_blocks(triage, tcard.preprocessing, clip)
+    lines = list(export_and_check_screen(tcard.name, ccard.name, exported))
+    files = find_exports(exported, tcard, partner=ccard)
+    if n == 0:  # 0.2.0: its trunk's BN statistics drifted from the triage backbone's (docs/medclip.md)
+        assert "no trunk block is shared" in lines[0] and "screen" not in files
+        return
+    assert f"{n} shared trunk blocks" in lines[0] and "parity" in lines[0] and "screen" in files
+    images = _images(test_split, tcard.preprocessing.input_size)
+    separate = OnnxTriageRunner(tcard, files["triage"])
+    fused = OnnxScreenRunner(separate, files["screen"])
+    both = fused.run_batch(images)
+    fused_logits = np.stack([r.logits for r, _ in both])
+    separate_logits = session(files["triage"]).run(None, {"image": images})[0]
+    embeddings = session(find_exports(exported, ccard)["clip-image"]).run(None, {"image": images})[0]
+    assert np.abs(fused_logits - separate_logits).max() <= 1e-4
+    assert np.abs(np.stack([e for _, e in both]) - embeddings).max() <= 1e-4
+    labels = test_split.labels_matrix()
+    assert abs(_mean_auc(labels, fused_logits) - _mean_auc(labels, separate_logits)) <= AUC_TOLERANCE

@@ -42,7 +42,9 @@ def test_state_dict_parity_with_xrv_densenet(tmp_path: Path) -> None:
     with torch.no_grad():
         want = ref(x)[:, [XRV_PATHOLOGIES.index(lab) for lab in NIH_LABELS]]
     got = ours.predict(x).logits
-    assert (got - want).abs().max().item() <= 1e-4
+    # Logits here are O(1e3) (inputs span the xrv range [-1024, 1024]): one float32 ulp is 1.2e-4,
+    # and the summation order follows torch's thread count, so the bound is relative at that scale.
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-4)
 
 
 def test_preprocessing_matches_xrv_on_real_png(cxr_manifest: Path) -> None:

@@ -43,3 +43,32 @@ def test_error_reaches_every_caller_of_that_batch_only() -> None:
     b.close()
     with pytest.raises(RuntimeError, match="closed"):
         b.submit(1)
+
+
+def test_default_batcher_never_waits_for_a_lone_item_but_batches_a_queue() -> None:
+    """Greedy default: a lone call runs at once; calls queued while a batch runs become the next batch."""
+    import time
+
+    sizes: list[int] = []
+    running, release = threading.Event(), threading.Event()
+
+    def fn(items):  # type: ignore[no-untyped-def]
+        running.set()
+        release.wait(5)
+        return list(items)
+
+    b = MicroBatcher(fn, on_batch=sizes.append)  # default config
+    assert b.config.max_wait_ms == 0
+    release.set()
+    t0 = time.perf_counter()
+    assert b(1) == 1
+    assert time.perf_counter() - t0 < 0.5 and sizes == [1]
+    release.clear()
+    running.clear()
+    first = b.submit(0)
+    assert running.wait(5)  # the worker is busy with [0] ...
+    queued = [b.submit(i) for i in range(1, 6)]  # ... so these five wait in the queue
+    release.set()
+    assert first.result(5) == 0 and [f.result(5) for f in queued] == [1, 2, 3, 4, 5]
+    b.close()
+    assert sizes == [1, 1, 5]

@@ -95,6 +95,26 @@ def test_retrieval_by_text_and_image(live_server) -> None:  # type: ignore[no-un
         assert resp.status_code == 422, bad
 
 
+def test_screen_with_similar_cases_matches_the_similar_endpoint(live_server) -> None:  # type: ignore[no-untyped-def]
+    """/screen?similar=K returns the same neighbours as /similar, from the same single image embedding."""
+    assert _wait_ready(live_server.url)["index"]["state"] == "ready"
+    own = (live_server.corpus / "case05.png").read_bytes()
+    headers = {"content-type": "image/png"}
+    screened = httpx.post(f"{live_server.url}/api/v1/screen?similar=4", content=own, headers=headers, timeout=60)
+    assert screened.status_code == 200, screened.text
+    similar = httpx.post(f"{live_server.url}/api/v1/similar?top_k=4", content=own, headers=headers, timeout=60).json()["results"]
+    got = screened.json()["similar"]
+    assert [h["study_id"] for h in got] == [h["study_id"] for h in similar] and got[0]["study_id"] == "case05"
+    assert np.allclose([h["similarity"] for h in got], [h["similarity"] for h in similar], atol=1e-5)
+    plain = httpx.post(f"{live_server.url}/api/v1/screen", content=own, headers=headers, timeout=60).json()
+    assert plain["similar"] is None
+    # Server-Timing names each stage; the stages add up to the total.
+    stages = dict(part.split(";dur=") for part in screened.headers["server-timing"].split(", "))
+    assert list(stages) == ["queue", "decode", "models", "screen", "similar", "respond", "total"]
+    assert abs(sum(float(v) for k, v in stages.items() if k != "total") - float(stages["total"])) < 0.05
+    assert httpx.post(f"{live_server.url}/api/v1/screen?similar=-1", content=own, headers=headers).status_code == 422
+
+
 def test_ingest_study_then_find_it_and_read_it(live_server) -> None:  # type: ignore[no-untyped-def]
     _wait_ready(live_server.url)
     png = _png(seed=4242)

@@ -1,4 +1,4 @@
-"""``radclip export onnx``: export the triage network and both image–text towers, with parity checks."""
+"""``radclip export onnx``: export the triage network, both image–text towers and the fused /screen graph, with parity checks."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from radclip.export.parity import export_and_check
+    from radclip.export.parity import export_and_check, export_and_check_screen
     from radclip.settings import get_settings
 
     s = get_settings()
@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for role, name in wanted.items():
             for line in export_and_check(role, name, out, if_missing=args.if_missing, torchscript=args.torchscript, opset=args.opset):
+                print(line)
+        if not args.only:  # both models: the fused /screen graph over their shared trunk blocks, if any
+            for line in export_and_check_screen(wanted["triage"], wanted["clip"], out, if_missing=args.if_missing, opset=args.opset):
                 print(line)
     except Exception as exc:  # a readable line, not a traceback: export failures are user-facing
         print(f"radclip export: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--extra-texts", type=int, default=64, help="IU reports added to each batch's texts")
     parser.add_argument("--captions-per-image", type=int, default=4)
+    parser.add_argument(
+        "--negation-captions",
+        type=int,
+        default=0,
+        help="extra negation-aware captions per NIH image, naming an absent finding ('... there is no X.')",
+    )
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup-steps", type=int, default=50)
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         extra_texts=args.extra_texts,
         captions_per_image=args.captions_per_image,
+        negation_captions=args.negation_captions,
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,

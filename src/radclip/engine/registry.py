@@ -79,6 +79,7 @@ class ConditionMatrix:
     version_ids: list[int]  # condition_versions row ids (calibrations are keyed by them)
     matrix: np.ndarray  # (K, dim) float32, rows L2-normalised
     text_version: str
+    token: str = ""  # the registry state token it was built under (``PromptRegistry.state_token``)
 
 
 def validate_definition(
@@ -332,7 +333,7 @@ class PromptRegistry:
                 names.append(c.name), cats.append(c.category), vers.append(c.version), vids.append(cv.id)
             dim = rows[0].shape[0] if rows else (self.embedder.dim if self.embedder else 0)
             matrix = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-        out = ConditionMatrix(names, cats, vers, vids, matrix, text_version)
+        out = ConditionMatrix(names, cats, vers, vids, matrix, text_version, token)
         with self._lock:
             self._matrix_cache[text_version] = (token, out)
         return out

@@ -64,6 +64,7 @@ class ScreeningResult:
     text_version: str
     image_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    registry_version: str = ""  # state token of the condition set that was scored
 
     def top(self, n: int = 5, include_suppressed: bool = False) -> list[Finding]:
         return [f for f in self.findings if include_suppressed or not f.suppressed][:n]
@@ -76,6 +77,7 @@ class ScreeningResult:
             "text_version": self.text_version,
             "image_version": self.image_version,
             "timings_ms": dict(self.timings_ms),
+            "registry_version": self.registry_version,
         }
 
 
@@ -196,5 +198,5 @@ class Screener:
             findings.sort(key=lambda f: (f.suppressed, -f.confidence))
             caveats = [n.reason for n in notes if n.condition is None]
             timings = {"score_ms": round(t_score, 3), "rules_ms": round((time.perf_counter() - t1) * 1000, 3)}
-            out.append(ScreeningResult(findings, notes, caveats, m.text_version, self.image_version, timings))
+            out.append(ScreeningResult(findings, notes, caveats, m.text_version, self.image_version, timings, m.token))
         return out

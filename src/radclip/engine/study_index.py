@@ -107,6 +107,10 @@ class StudyIndex:
         self.key: IndexKey | None = None
         self.index: VectorIndex | None = None
         self._lock = threading.RLock()
+        # Metadata rows never change once inserted (ids are not reused), so search results read them
+        # from memory after the first time: a per-query SQL round trip cost ~1.5 ms of a /screen call.
+        # Rows deleted here are evicted; a rebuild clears it.
+        self._meta_cache: dict[int, dict[str, Any]] = {}
 
     # -- metadata -------------------------------------------------------------------------
     def _count(self, key: IndexKey) -> int:
@@ -125,12 +129,16 @@ class StudyIndex:
 
     def metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = [int(i) for i in ids if int(i) >= 0]
-        if not ids:
-            return {}
-        with self._sessions() as s:
-            rows = s.scalars(select(db.IndexItem).where(db.IndexItem.id.in_(ids))).all()
-        keys = ("study_id", "patient_id", "view", "study_date", "findings", "source", "image_path")
-        return {r.id: {k: getattr(r, k) for k in keys} for r in rows}
+        cache = self._meta_cache
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            with self._sessions() as s:
+                rows = s.scalars(select(db.IndexItem).where(db.IndexItem.id.in_(missing))).all()
+            keys = ("study_id", "patient_id", "view", "study_date", "findings", "source", "image_path")
+            if len(cache) > 200_000:  # bounded: a few hundred bytes a row
+                cache.clear()
+            cache.update({r.id: {k: getattr(r, k) for k in keys} for r in rows})
+        return {i: dict(cache[i]) for i in ids if i in cache}
 
     # -- embedding ------------------------------------------------------------------------
     def _embed(self, records: Sequence[StudyRecord], progress: ProgressFn | None, cancel: CancelFlag | None,
@@ -180,6 +188,7 @@ class StudyIndex:
         kept, vecs, failed = self._embed(list(records), progress, cancel)
         with self._sessions.begin() as s:
             s.execute(delete(db.IndexItem).where(db.IndexItem.index_key == key.slug))
+        self._meta_cache.clear()
         ids = self._insert(key, kept)
         index = VectorIndex.build(vecs, ids, self.config)
         self.store.save(key, index, {"image_version": self.embedder.version})
@@ -220,6 +229,7 @@ class StudyIndex:
                 return False
             vid = row.id
             s.delete(row)
+        self._meta_cache.pop(vid, None)
         with self._lock:
             index.remove(np.array([vid]))
             if index.needs_compaction:

@@ -39,10 +39,15 @@ class ExportedModel:
     source_name: str
     source_version: str
     source_sha256: str | None
+    partner_name: str | None = None  # a graph built from two models (the fused /screen graph): the second one
+    partner_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "file": self.path.name, "sha256": self.sha256, "source_name": self.source_name,
-                "source_version": self.source_version, "source_sha256": self.source_sha256}  # fmt: skip
+        out = {"role": self.role, "file": self.path.name, "sha256": self.sha256, "source_name": self.source_name,
+               "source_version": self.source_version, "source_sha256": self.source_sha256}  # fmt: skip
+        if self.partner_name is not None:
+            out.update(partner_name=self.partner_name, partner_sha256=self.partner_sha256)
+        return out
 
 
 class TriageGraph(nn.Module):

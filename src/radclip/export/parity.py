@@ -131,3 +131,31 @@ def export_and_check(role: str, name: str, out: Path, *, if_missing: bool = Fals
     ox.write_manifest(out, exported, opset)  # only after parity passed: a failing export is never listed
     for e, r in zip(exported, reports, strict=True):
         yield f"{e.path.name}: sha256 {e.sha256[:16]}…, {r.line()}"
+
+
+def export_and_check_screen(triage_name: str, clip_name: str, out: Path, *, if_missing: bool = False,
+                            opset: int = 17) -> Iterator[str]:  # fmt: skip
+    """Export the fused /screen graph when the two models share trunk blocks; yield progress lines."""
+    from radclip.export.onnx_export import write_manifest
+    from radclip.export.shared_trunk import check_screen, export_screen
+    from radclip.models.registry import find_card, load_pretrained
+    from radclip.runtime.onnx_backend import find_exports
+
+    tcard, _ = find_card(triage_name)
+    ccard, _ = find_card(clip_name)
+    if if_missing and "screen" in find_exports(out, tcard, partner=ccard):
+        yield f"{tcard.name}+{ccard.name}: verified fused /screen graph already in {out}"
+        return
+    triage, tcard = load_pretrained(triage_name)
+    clip, ccard = load_pretrained(clip_name)
+    exported, n = export_screen(triage, tcard, clip, ccard, out, opset)
+    if exported is None:
+        yield f"{tcard.name}+{ccard.name}: no trunk block is shared exactly; /screen runs the two graphs side by side"
+        return
+    try:
+        report = check_screen(triage, tcard, clip, exported.path, parity_images(tcard.preprocessing.input_size))
+    except ParityError:
+        exported.path.unlink(missing_ok=True)
+        raise
+    write_manifest(out, [exported], opset)
+    yield f"{exported.path.name}: {n} shared trunk blocks, sha256 {exported.sha256[:16]}…, {report.line()}"

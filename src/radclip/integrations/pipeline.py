@@ -126,18 +126,17 @@ class ModelPipeline:
 
 def load_parts(settings: Any, with_clip: bool = True) -> PipelineParts:
     """Triage, CLIP, prompt registry, screener and the PACS study index, from the settings (like the service)."""
-    from radclip.runtime.triage_runner import TriageRunner
+    from radclip.runtime.loading import load_clip_runner, load_triage_runner
 
-    parts = PipelineParts(triage=TriageRunner.load(settings.triage_model))
+    parts = PipelineParts(triage=load_triage_runner(settings))
     if not with_clip:
         return parts
     from radclip.engine.registry import PromptRegistry
     from radclip.engine.screening import Screener
     from radclip.engine.study_index import StudyIndex, default_load_fn
     from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
-    from radclip.runtime.clip_runner import ClipRunner
 
-    clip = parts.clip = ClipRunner.load(settings.clip_model)
+    clip = parts.clip = load_clip_runner(settings)
     text = TextEmbeddingCache(clip, CacheConfig(redis_url=settings.redis_url))
     settings.home.mkdir(parents=True, exist_ok=True)
     registry = PromptRegistry(settings.resolved_database_url, embedder=text)

@@ -57,6 +57,7 @@ class ImageTrunk(nn.Module):
         if cfg.init not in ("none", ""):
             self.load_init(cfg.init)
         self._apply_freezing()
+        self.train(self.training)  # frozen blocks start in eval mode (a new module is in train mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_trainable(self.forward_frozen(x))
@@ -76,6 +77,9 @@ class ImageTrunk(nn.Module):
         n = self.n_frozen
         if n == 0:
             return x
+        for block in self.frozen_blocks():  # even after a caller's ``trunk.features.train()``
+            if block.training:
+                block.eval()  # frozen BN never normalises with batch statistics nor updates its buffers
         with torch.no_grad():
             if self.cfg.frozen:
                 out = self.features(x)
@@ -135,16 +139,19 @@ class ImageTrunk(nn.Module):
                 for p in block.parameters():
                     p.requires_grad_(i >= keep)
 
+    def frozen_blocks(self) -> list[nn.Module]:
+        """The modules whose weights *and* BatchNorm buffers never change (run in eval mode)."""
+        n = self.n_frozen
+        if n == 0:
+            return []
+        if self.cfg.frozen or not isinstance(self.features, nn.Sequential):
+            return [self.features]
+        return list(self.features[:n])
+
     def train(self, mode: bool = True) -> ImageTrunk:
         super().train(mode)
-        n = self.n_frozen
-        if mode and n:
-            frozen = (
-                [self.features]
-                if self.cfg.frozen or not isinstance(self.features, nn.Sequential)
-                else list(self.features[:n])
-            )
-            for block in frozen:
+        if mode:
+            for block in self.frozen_blocks():
                 block.eval()  # frozen blocks: BatchNorm statistics must not drift
         return self
 

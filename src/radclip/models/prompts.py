@@ -186,4 +186,23 @@ def caption_for_labels(
     return template.format(body)
 
 
+def negated_caption(labels: Sequence[float], rng: random.Random | None = None) -> str:
+    """A negation-aware training caption: the positives (or a normal study) plus "no Y" for an absent Y.
+
+    E.g. "chest x-ray showing cardiomegaly. there is no pleural effusion." for an image with
+    cardiomegaly and no effusion; for a normal image only the absence sentence, e.g.
+    "no evidence of pneumothorax.". Y is drawn among the findings labelled 0 (absent), so the
+    caption keeps the image's label vector and teaches the text head that "no Y" goes with
+    Y-free images (a frozen MiniLM barely separates "Y" from "no Y").
+    """
+    rng = rng or random.Random(0)
+    absent = [name for name, v in zip(NIH_LABELS, labels, strict=True) if v == 0]
+    positive = any(v == 1 for v in labels)
+    if not absent:
+        return caption_for_labels(labels, rng=rng)
+    phrase = _bare(rng.choice(FINDING_PHRASES[rng.choice(absent)]))
+    negation = rng.choice(NEGATIVE_TEMPLATES).format(phrase)
+    return f"{caption_for_labels(labels, rng=rng)} {negation}" if positive else negation
+
+
 ZERO_SHOT_LABELS: tuple[str, ...] = (*NIH_LABELS, NO_FINDING)

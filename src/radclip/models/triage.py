@@ -52,6 +52,8 @@ class TriageConfig:
 class TriageNet(nn.Module):
     """Base class: subclasses build ``self.features`` and set ``self.num_features``."""
 
+    plain_features = False  # True when forward_features(x) is exactly self.features(x) (trunk sharing relies on it)
+
     num_features: int
     classifier: nn.Linear
 
@@ -199,6 +201,8 @@ class MobileNetV2Triage(TriageNet):
         ours["0.0.weight"] = _adapt_first_conv(ours["0.0.weight"], self.cfg.in_chans)
         self.features.load_state_dict(ours, strict=True)
 
+    plain_features = True
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
@@ -222,6 +226,8 @@ class ResNet50Triage(TriageNet):
         self.features = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool, tv.layer1, tv.layer2, tv.layer3, tv.layer4)
         self.num_features = 2048
         self._make_head()
+
+    plain_features = True
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

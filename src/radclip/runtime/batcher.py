@@ -1,8 +1,13 @@
 """Micro-batching: concurrent requests for one model are run as one batch.
 
-A worker thread takes the first waiting item, waits up to ``max_wait_ms`` for more (never more
-than ``max_batch``), calls ``fn`` once on the list, and hands each caller its own result. Model
-work thus stays off the event loop, and under load the per-image cost falls with the batch size.
+A worker thread takes the first waiting item plus whatever else is queued (never more than
+``max_batch``), calls ``fn`` once on the list, and hands each caller its own result. Model work
+thus stays off the event loop, and under load the per-image cost falls with the batch size.
+
+By default nothing waits (``max_wait_ms = 0``): requests that arrive while a batch runs queue up
+and form the next batch, so batches grow with load and a lone request pays no timer. A positive
+``max_wait_ms`` makes the first item wait that long for company (only worth it when the model's
+batch-16 cost is far below 16 single calls and arrivals are steady).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ Out = TypeVar("Out")
 @dataclass(frozen=True)
 class BatcherConfig:
     max_batch: int = 16  # largest batch handed to the model
-    max_wait_ms: float = 4.0  # how long the first item waits for company
+    max_wait_ms: float = 0.0  # how long the first item waits for company (0: take only what is queued)
 
 
 class MicroBatcher(Generic[In, Out]):

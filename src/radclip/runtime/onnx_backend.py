@@ -22,7 +22,7 @@ from radclip.runtime.triage_runner import TriageResult, TriageRunner
 log = logging.getLogger(__name__)
 
 
-def session(path: Path, threads: int = 0) -> Any:
+def session(path: Path, threads: int = 0, spinning: bool = False) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -30,11 +30,19 @@ def session(path: Path, threads: int = 0) -> Any:
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    # By default no busy-waiting between ops: the triage and image sessions run side by side on
+    # request threads, and spinning pool threads starve each other (2 cores, both sessions at
+    # once under load: 19.8 ms spinning vs 4.6 ms not; docs/performance.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def find_exports(export_dir: Path, card: Any) -> dict[str, Path]:
-    """Role -> verified ONNX file for this card's weights; empty when none match."""
+def find_exports(export_dir: Path, card: Any, partner: Any | None = None) -> dict[str, Path]:
+    """Role -> verified ONNX file for this card's weights; empty when none match.
+
+    Graphs built from two models (the fused ``screen`` graph) are returned only when ``partner``
+    is the card of the second model, with the same weights.
+    """
     manifest = export_dir / "manifest.json"
     if not manifest.is_file():
         return {}
@@ -42,6 +50,10 @@ def find_exports(export_dir: Path, card: Any) -> dict[str, Path]:
     for entry in json.loads(manifest.read_text()).get("models", []):
         path = export_dir / entry["file"]
         if entry.get("source_name") != card.name or entry.get("source_sha256") != card.weights_sha256 or not path.is_file():
+            continue
+        if "partner_name" in entry and (
+            partner is None or entry["partner_name"] != partner.name or entry.get("partner_sha256") != partner.weights_sha256
+        ):
             continue
         if sha256_file(path) != entry["sha256"]:
             log.warning("ONNX export %s fails its checksum; ignoring it (re-export with `radclip export onnx`)", path.name)
@@ -57,9 +69,10 @@ class OnnxTriageRunner(TriageRunner):
         super().__init__(model=None, card=card)
         self.session = session(path, threads)
         self.onnx_file = path
+        self._onnx_sha = sha256_file(path)[:16]  # once: hashing the file per request cost ~5 ms
 
     def version_info(self) -> dict[str, Any]:
-        return {**super().version_info(), "onnx_sha256": sha256_file(self.onnx_file)[:16]}
+        return {**super().version_info(), "onnx_sha256": self._onnx_sha}
 
     def run(self, contract: np.ndarray) -> TriageResult:
         start = time.perf_counter()
@@ -70,6 +83,35 @@ class OnnxTriageRunner(TriageRunner):
     def cam(self, result: TriageResult, label: str) -> np.ndarray:
         idx = self.label_index(label)
         return _upsample_normalise(np.asarray(result.features)[0, idx], self.input_size)
+
+
+class OnnxScreenRunner:
+    """The fused /screen graph: triage logits + CAMs and the image embedding from one pass over shared trunk blocks.
+
+    Wraps the loaded :class:`OnnxTriageRunner` for calibration, labels and CAMs, so its results are
+    the same :class:`TriageResult` objects the two-graph path produces.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, triage: OnnxTriageRunner, path: Path, threads: int = 0) -> None:
+        self.triage = triage
+        # The one session on /screen's path: its pool may busy-wait between ops (3.1 ms vs 4.1-4.6 ms a
+        # request without; docs/performance.md). The side-by-side sessions must not (they starve each other).
+        self.session = session(path, threads, spinning=True)
+        self.onnx_file = path
+
+    def run(self, contract: np.ndarray) -> tuple[TriageResult, np.ndarray]:
+        """One contract tensor ``(1, S, S)`` -> (triage result, L2-normalised embedding ``(D,)``)."""
+        return self.run_batch(np.asarray(contract)[None])[0]
+
+    def run_batch(self, contracts: np.ndarray) -> list[tuple[TriageResult, np.ndarray]]:
+        """``(N, 1, S, S)`` -> one (triage result, embedding) per image, from one session call."""
+        start = time.perf_counter()
+        logits, cams, embedding = self.session.run(None, {"image": np.ascontiguousarray(contracts, dtype=np.float32)})
+        ms = (time.perf_counter() - start) * 1000 / len(contracts)
+        return [(self.triage._result(logits[i].astype(np.float64), cams[i : i + 1], ms), embedding[i].astype(np.float32))
+                for i in range(len(contracts))]  # fmt: skip
 
 
 def _upsample_normalise(cam: np.ndarray, size: int) -> np.ndarray:
@@ -99,12 +141,12 @@ def text_tokenizer(text_cfg: dict[str, Any]) -> Any:
 class OnnxClipRunner:
     backend = "onnxruntime"
 
-    def __init__(self, card: Any, image_path: Path, text_path: Path, threads: int = 0) -> None:
+    def __init__(self, card: Any, image_path: Path, text_path: Path, threads: int = 0, image_threads: int | None = None) -> None:
         self.card = card
         self.version = f"{card.name}@{card.version}"
         self.dim = int(card.config.get("embed_dim", 512))
         self._size = int(card.preprocessing.input_size)
-        self.image_session = session(image_path, threads)
+        self.image_session = session(image_path, threads if image_threads is None else image_threads)
         self.text_session = session(text_path, threads)
         self.tokenize = text_tokenizer(card.config.get("text", {}))
         self._lock = threading.Lock()

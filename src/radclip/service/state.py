@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from radclip.service.metrics import ServiceMetrics
 from radclip.settings import Settings
 
@@ -50,6 +52,8 @@ class ServiceState:
     index: Any | None = None  # radclip.engine.study_index.StudyIndex
     retriever: Any | None = None  # radclip.engine.retrieval.Retriever
     image_batcher: Any | None = None  # radclip.runtime.batcher.MicroBatcher for image embeddings
+    screen_graph: Any | None = None  # radclip.runtime.onnx_backend.OnnxScreenRunner: triage + embedding in one pass
+    screen_batcher: Any | None = None  # MicroBatcher over screen_graph
     warmup: IndexWarmup = field(default_factory=IndexWarmup)
     load_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -103,22 +107,24 @@ class ServiceState:
         self._threads.clear()
 
     def close(self) -> None:
-        if self.image_batcher is not None:
-            self.image_batcher.close()
+        for batcher in (self.image_batcher, self.screen_batcher):
+            if batcher is not None:
+                batcher.close()
         for part in (self.registry, self.index):
             engine = getattr(part, "engine", None)
             if engine is not None:
                 engine.dispose()
 
     # -- reporting -----------------------------------------------------------------------
-    def model_versions(self) -> dict[str, Any]:
+    def model_versions(self, registry_version: str | None = None) -> dict[str, Any]:
+        """Versions of what answered; pass the screened result's ``registry_version`` to skip a query."""
         out: dict[str, Any] = {}
         if self.triage is not None:
             out["triage"] = self.triage.version_info()
         if self.clip is not None:
             out["clip"] = self.clip.version_info()
         if self.registry is not None:
-            out["registry"] = {"version": self.registry.state_token()}
+            out["registry"] = {"version": registry_version or self.registry.state_token()}
         return out
 
     def readiness(self) -> dict[str, Any]:
@@ -130,62 +136,31 @@ class ServiceState:
             "status": "ready" if ready else "degraded",
             "models": self.model_versions(),
             "index": self.warmup.to_dict(),
+            "screen_path": "fused" if self.screen_graph is not None else "separate",
             "text_cache": cache,
             "load_errors": self.load_errors,
         }
 
 
-def _exports_for(settings: Settings, name: str) -> tuple[Any, dict[str, Any]]:
-    """The model's card and its verified ONNX exports (empty unless the backend allows ONNX)."""
-    from radclip.models.registry import find_card
-    from radclip.runtime.onnx_backend import find_exports
-
-    card, _ = find_card(name)
-    if settings.backend == "pytorch":
-        return card, {}
-    exports = find_exports(settings.resolved_export_dir, card)
-    if settings.backend == "onnxruntime" and not exports:
-        raise RuntimeError(f"RADCLIP_BACKEND=onnxruntime but no ONNX export of {card.name} in {settings.resolved_export_dir}; "
-                           "run `radclip export onnx` first")  # fmt: skip
-    return card, exports
-
-
 def _load_triage(state: ServiceState) -> None:
-    from radclip.runtime.triage_runner import TriageRunner
+    from radclip.runtime.loading import load_triage_runner
 
-    s = state.settings
-    card, exports = _exports_for(s, s.triage_model)
-    if "triage" in exports:
-        from radclip.runtime.onnx_backend import OnnxTriageRunner
-
-        state.triage = OnnxTriageRunner(card, exports["triage"], threads=s.torch_threads)
-    else:
-        state.triage = TriageRunner.load(s.triage_model)
+    state.triage = load_triage_runner(state.settings)
     c = state.triage.card
     state.metrics.model_info.labels("triage", c.name, c.version, state.triage.backend).set(1)
 
 
 def _load_engine(state: ServiceState) -> None:
-    import faiss
-
     from radclip.engine.registry import PromptRegistry
     from radclip.engine.retrieval import Retriever
     from radclip.engine.screening import Screener
     from radclip.engine.study_index import StudyIndex, default_load_fn
     from radclip.engine.text_cache import CacheConfig, TextEmbeddingCache
     from radclip.runtime.batcher import BatcherConfig, MicroBatcher
-    from radclip.runtime.clip_runner import ClipRunner
+    from radclip.runtime.loading import load_clip_runner
 
-    faiss.omp_set_num_threads(1)  # single-query searches: OpenMP start-up costs more than it saves
     s = state.settings
-    card, exports = _exports_for(s, s.clip_model)
-    if {"clip-image", "clip-text"} <= set(exports):
-        from radclip.runtime.onnx_backend import OnnxClipRunner
-
-        clip: Any = OnnxClipRunner(card, exports["clip-image"], exports["clip-text"], threads=s.torch_threads)
-    else:
-        clip = ClipRunner.load(s.clip_model)
-    state.clip = clip
+    clip = state.clip = load_clip_runner(s)
     state.metrics.model_info.labels("clip", clip.card.name, clip.card.version, clip.backend).set(1)
     state.text = TextEmbeddingCache(clip, CacheConfig(redis_url=s.redis_url))
     s.home.mkdir(parents=True, exist_ok=True)
@@ -196,7 +171,7 @@ def _load_engine(state: ServiceState) -> None:
     state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index", load_fn=default_load_fn(clip.input_size))
     state.retriever = Retriever(state.index, text_embedder=state.text, image_embedder=clip)
     state.image_batcher = MicroBatcher(
-        lambda items: list(clip.encode_images(__import__("numpy").stack(items))), BatcherConfig(max_batch=16, max_wait_ms=4.0),
+        lambda items: list(clip.encode_images(np.stack(items))), BatcherConfig(max_batch=16),
         name="radclip-image-batcher", on_batch=lambda n: state.metrics.batch_size.labels("clip-image").observe(n),
     )
 
@@ -214,4 +189,16 @@ def build_state(settings: Settings) -> ServiceState:
         except Exception as exc:  # reported on /readyz; the routes that need it answer 503 with the reason
             log.error("%s not loaded: %s", part, exc)
             state.load_errors[part] = f"{type(exc).__name__}: {exc}"
+    if state.triage is not None and state.clip is not None:
+        from radclip.runtime.loading import load_screen_runner
+
+        graph = state.screen_graph = load_screen_runner(settings, state.triage, state.clip)
+        if graph is not None:
+            from radclip.runtime.batcher import BatcherConfig, MicroBatcher
+
+            state.screen_batcher = MicroBatcher(
+                lambda items: graph.run_batch(np.stack(items)), BatcherConfig(max_batch=16), name="radclip-screen-batcher",
+                on_batch=lambda n: state.metrics.batch_size.labels("screen").observe(n),
+            )  # fmt: skip
+        log.info("/screen path: %s", "one fused graph over the shared trunk" if graph is not None else "two graphs")
     return state

@@ -3,7 +3,9 @@
 Sources (names used by ``--sources``):
 
 * ``nih``: NIH images with their 14 labels + no_finding; each gets ``captions_per_image``
-  label-derived captions (:func:`radclip.models.prompts.caption_for_labels`) as its texts.
+  label-derived captions (:func:`radclip.models.prompts.caption_for_labels`) as its texts, plus
+  ``negation_captions`` negation-aware ones naming an absent finding
+  (:func:`radclip.models.prompts.negated_caption`, e.g. "... there is no pleural effusion.").
 * ``iu``: IU/OpenI reports (text only), labelled by :func:`radclip.io.labeller.label_reports`;
   they join every batch as extra texts and are matched to images by label similarity.
 * ``covid``: images with a clinical note in the manifest ``report`` column (covid, figure1); image and
@@ -104,14 +106,18 @@ def _add_nih(
     size: int,
     n_caps: int,
     rng: random.Random,
+    n_neg: int = 0,
+    neg_rng: random.Random | None = None,
 ) -> None:
     from radclip.io.datasets import ManifestDataset
-    from radclip.models.prompts import caption_for_labels
+    from radclip.models.prompts import caption_for_labels, negated_caption
 
     ds = ManifestDataset(manifest, root, split=split, sources=["nih"], size=size)
     lab = _nih_labels(ds.frame)
+    neg_rng = neg_rng or random.Random(1)  # own stream: the plain captions are the same with or without
     for i in range(len(ds)):
         caps = {caption_for_labels(lab[i, :14], rng=rng) for _ in range(n_caps)}
+        caps |= {negated_caption(lab[i, :14], rng=neg_rng) for _ in range(n_neg)}
         b.add_image(ds.image(i), lab[i], [b.add_text(c, lab[i]) for c in sorted(caps)], paired=False)
 
 
@@ -138,6 +144,7 @@ def build_sources(
     size: int = 224,
     captions_per_image: int = 4,
     seed: int = 0,
+    negation_captions: int = 0,
 ) -> ClipSources:
     """Read the manifest (and IU reports) into :class:`ClipSources` for ``split``."""
     unknown = set(sources) - set(SOURCES)
@@ -145,7 +152,8 @@ def build_sources(
         raise ValueError(f"unknown training source(s) {sorted(unknown)}; choose from {SOURCES}")
     b = _Builder()
     if "nih" in sources:
-        _add_nih(b, manifest, images_root, split, size, captions_per_image, random.Random(seed))
+        rng, neg_rng = random.Random(seed), random.Random(f"negation-{seed}")
+        _add_nih(b, manifest, images_root, split, size, captions_per_image, rng, negation_captions, neg_rng)
     if "covid" in sources:
         _add_notes(b, manifest, images_root, split, size)
     extra = _add_iu(iu_reports, split, b.add_text) if "iu" in sources and iu_reports is not None else []
@@ -208,8 +216,17 @@ class FeatureBank:
         import json
         from dataclasses import asdict
 
-        cfg = self.model.visual.trunk.cfg if side == "img" else self.model.text.trunk.cfg  # type: ignore[attr-defined]
-        return hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+        trunk = self.model.visual.trunk if side == "img" else self.model.text.trunk  # type: ignore[attr-defined]
+        h = hashlib.sha1(json.dumps(asdict(trunk.cfg), sort_keys=True).encode())
+        if side == "img":
+            # image features also depend on the frozen blocks' weights and BN buffers (always run in
+            # eval mode): a different init file, or features cached by the old train-mode-BN code, never match
+            h.update(b"frozen-eval-v2")
+            for block in trunk.frozen_blocks():
+                for name, t in sorted(block.state_dict().items()):
+                    h.update(name.encode())
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
 
     def _disk(self, name: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / name

@@ -54,6 +54,7 @@ class ClipTrainConfig:
     batch_size: int = 64  # images per step (each with one own text)
     extra_texts: int = 64  # IU reports added to each step's texts
     captions_per_image: int = 4  # label captions per NIH image
+    negation_captions: int = 0  # extra NIH captions naming an absent finding ("... there is no X.")
     lr: float = 5e-5  # AdamW peak learning rate
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_steps: int = 50  # linear warmup, then cosine decay
@@ -168,7 +169,8 @@ def train_clip(cfg: ClipTrainConfig) -> dict[str, Any]:
     device = _device(cfg, info)
     model.to(device)
     size = model.preprocessing.input_size
-    src = build_sources(manifest, root, iu, "train", cfg.sources, size, cfg.captions_per_image, cfg.seed)
+    n_caps, n_neg = cfg.captions_per_image, cfg.negation_captions
+    src = build_sources(manifest, root, iu, "train", cfg.sources, size, n_caps, cfg.seed, n_neg)
     val = ValidationSet.build(manifest, root, size)
     bank = FeatureBank(model, cache_dir=cfg.feature_cache or None)
     _warm_cache(bank, src, val)

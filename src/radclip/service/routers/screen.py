@@ -9,14 +9,21 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radclip.service.deps import ApiKeyDep, StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
 from radclip.service.routers.triage import IMAGE_BODY, label_scores, png_bytes, require_triage
-from radclip.service.schemas import RuleNoteOut, ScreenFinding, ScreenResponse, StudyBlock
+from radclip.service.schemas import (
+    RetrievalHitOut,
+    RuleNoteOut,
+    ScreenFinding,
+    ScreenResponse,
+    StudyBlock,
+    json_body,
+)
 from radclip.service.uploads import read_image_upload
 
 router = APIRouter(prefix="/api/v1", tags=["screening"], dependencies=[ApiKeyDep])
@@ -62,47 +69,84 @@ async def screen(
     explain: str | None = Query(None, min_length=1, max_length=64, description="add the CAM overlay of this triage finding"),
     format: str = Query("json", pattern="^(json|fhir)$", description="json, or fhir for a DiagnosticReport Bundle"),
     top_k: int | None = Query(None, ge=1, le=1000, description="findings returned, highest confidence first (default: all)"),
+    similar: int = Query(0, ge=0, le=100, description="also return this many similar indexed prior cases (0: none)"),
 ) -> Any:
     start = time.perf_counter()
-    runner, screener = require_triage(state), require_screening(state)
+    runner, _ = require_triage(state), require_screening(state)
     if explain is not None:
         try:
             runner.label_index(explain)
         except KeyError as exc:
             raise ProblemError(422, "Unknown finding", str(exc.args[0]), "use one of the 14 NIH finding names for ?explain=", "unknown-finding") from None
     upload = await read_image_upload(request, int(state.settings.max_upload_mb * 1e6))
-    decoded = await run_in_threadpool(decode_upload, upload, runner.input_size, state.settings.max_image_pixels)
-    ctx = _context(upload.fields, decoded.image.meta)
-    clip_input = decoded.contract if state.clip.input_size == runner.input_size else decoded.at_size(state.clip.input_size)
-    embedding_future = state.image_batcher.submit(clip_input)  # batched across concurrent requests
-    result = await run_in_threadpool(runner.run, decoded.contract)
-    embedding = await run_in_threadpool(embedding_future.result, 120)
-    state.metrics.inference.labels("triage", runner.backend).observe(result.inference_ms / 1000)
+    # One hop to a worker thread for all the blocking work (each hop is an event-loop round trip).
+    return await run_in_threadpool(_screen_sync, state, upload, explain, format, top_k, similar, start)
 
+
+def _screen_sync(state: Any, upload: Any, explain: str | None, fmt: str, top_k: int | None, similar: int, start: float) -> Response:
+    """Decode; triage (keeping the CAM features) beside the batched image embedding; screen; explain and retrieve if asked."""
     from radclip.engine.rules import StudyContext
 
-    screening = await run_in_threadpool(screener.screen, embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view))
+    runner, screener = state.triage, state.screener
+    marks = [("queue", time.perf_counter())]  # stage ends, reported in the Server-Timing header
+    decoded = decode_upload(upload, runner.input_size, state.settings.max_image_pixels)
+    ctx = _context(upload.fields, decoded.image.meta)
+    marks.append(("decode", time.perf_counter()))
+    if state.screen_batcher is not None:  # the two networks share trunk blocks: one (batched) pass gives both
+        result, embedding = state.screen_batcher.submit(decoded.contract).result(120)
+    else:
+        clip_input = decoded.contract if state.clip.input_size == runner.input_size else decoded.at_size(state.clip.input_size)
+        embedding_future = state.image_batcher.submit(clip_input)  # batched across concurrent requests
+        result = runner.run(decoded.contract)
+        embedding = embedding_future.result(120)
+    state.metrics.inference.labels("triage", runner.backend).observe(result.inference_ms / 1000)
+    marks.append(("models", time.perf_counter()))
+
+    screening = screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view))
     findings = screening.findings[:top_k] if top_k else list(screening.findings)
     if findings:
         state.metrics.top_similarity.observe(findings[0].cosine)
+    versions = state.model_versions(screening.registry_version)
+    if fmt == "fhir":
+        return JSONResponse(_fhir_bundle(findings, result, ctx, versions), media_type="application/fhir+json")
     explanation = None
     if explain is not None:
         from radclip.explain.overlay import overlay
 
-        cam = await run_in_threadpool(runner.cam, result, explain)
+        cam = runner.cam(result, explain)
         explanation = {"label": result.labels[runner.label_index(explain)],
                        "overlay_png_base64": base64.b64encode(png_bytes(overlay(decoded.contract[0], cam))).decode()}  # fmt: skip
-    versions = state.model_versions()
-    if format == "fhir":
-        return JSONResponse(_fhir_bundle(findings, result, ctx, versions), media_type="application/fhir+json")
-    return ScreenResponse(
+    marks.append(("screen", time.perf_counter()))
+    caveats, hits = list(screening.caveats), None
+    if similar:
+        if state.retriever is not None and state.warmup.state == "ready":
+            hits = [RetrievalHitOut(rank=h.rank, study_id=h.study_id, similarity=round(float(h.similarity), 6), metadata=h.metadata)
+                    for h in state.retriever.search_vector(embedding, similar)]  # fmt: skip
+        else:
+            w = state.warmup
+            caveats.append(f"similar cases unavailable: the case index is {w.state} ({w.done} of {w.total} studies embedded); see /readyz")
+        marks.append(("similar", time.perf_counter()))
+    body = ScreenResponse(
         findings=[ScreenFinding(pathology=f.name, category=f.category, confidence=f.confidence, rank=i + 1, cosine=f.cosine,
                                 calibrated=f.calibrated, suppressed=f.suppressed, notes=list(f.notes)) for i, f in enumerate(findings)],
-        rules=[RuleNoteOut(**n.to_dict()) for n in screening.rules], caveats=list(screening.caveats),
-        triage=label_scores(result), embedding=np.asarray(embedding, dtype=float).round(6).tolist(),
+        rules=[RuleNoteOut(**n.to_dict()) for n in screening.rules], caveats=caveats,
+        triage=label_scores(result), embedding=np.round(np.asarray(embedding, dtype=np.float64), 6).tolist(),
         latency_ms=(time.perf_counter() - start) * 1000, model_version=versions,
-        study=StudyBlock(context=ctx.to_dict()), explanation=explanation,
+        study=StudyBlock(context=ctx.to_dict()), explanation=explanation, similar=hits,
     )  # fmt: skip
+    response = json_body(body)
+    marks.append(("respond", time.perf_counter()))
+    response.headers["Server-Timing"] = _server_timing(start, marks)
+    return response
+
+
+def _server_timing(start: float, marks: list[tuple[str, float]]) -> str:
+    """``Server-Timing`` (W3C) value: each stage's duration in ms, then the total; e.g. ``decode;dur=2.31, ...``."""
+    parts, prev = [], start
+    for name, t in marks:
+        parts.append(f"{name};dur={(t - prev) * 1000:.2f}")
+        prev = t
+    return ", ".join([*parts, f"total;dur={(prev - start) * 1000:.2f}"])
 
 
 def _fhir_bundle(findings: list[Any], triage: Any, ctx: Any, versions: dict[str, Any]) -> dict[str, Any]:

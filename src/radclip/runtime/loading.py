@@ -1,0 +1,71 @@
+"""Choose the backend for each configured model: ONNX Runtime when a verified export exists, else PyTorch.
+
+One place for the rule, so the HTTP service and the PACS pipeline serve the same artefacts the
+same way (``RADCLIP_BACKEND``: ``auto`` | ``pytorch`` | ``onnxruntime``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def side_by_side_threads(settings: Any) -> int:
+    """Intra-op threads of the triage and image sessions, which /screen runs at the same time.
+
+    ``RADCLIP_TORCH_THREADS`` when set; otherwise half the cores each, so the two sessions do not
+    oversubscribe the machine (2 cores: 1 thread each, both graphs in 4.1 ms, against 5.3 ms with
+    2 threads each; docs/performance.md).
+    """
+    return int(settings.torch_threads) or max(1, (os.cpu_count() or 2) // 2)
+
+
+def exports_for(settings: Any, name: str) -> tuple[Any, dict[str, Path]]:
+    """The model's card and its verified ONNX exports (empty unless the backend allows ONNX)."""
+    from radclip.models.registry import find_card
+    from radclip.runtime.onnx_backend import find_exports
+
+    card, _ = find_card(name)
+    if settings.backend == "pytorch":
+        return card, {}
+    exports = find_exports(settings.resolved_export_dir, card)
+    if settings.backend == "onnxruntime" and not exports:
+        raise RuntimeError(f"RADCLIP_BACKEND=onnxruntime but no ONNX export of {card.name} in {settings.resolved_export_dir}; "
+                           "run `radclip export onnx` first")  # fmt: skip
+    return card, exports
+
+
+def load_triage_runner(settings: Any) -> Any:
+    """A :class:`~radclip.runtime.triage_runner.TriageRunner` (or its ONNX Runtime subclass) for ``RADCLIP_TRIAGE_MODEL``."""
+    from radclip.runtime.triage_runner import TriageRunner
+
+    card, exports = exports_for(settings, settings.triage_model)
+    if "triage" in exports:
+        from radclip.runtime.onnx_backend import OnnxTriageRunner
+
+        return OnnxTriageRunner(card, exports["triage"], threads=side_by_side_threads(settings))
+    return TriageRunner.load(settings.triage_model)
+
+
+def load_screen_runner(settings: Any, triage: Any, clip: Any) -> Any | None:
+    """The fused triage + image-embedding graph when both models run on ONNX Runtime and a verified one exists."""
+    if getattr(triage, "backend", "") != "onnxruntime" or getattr(clip, "backend", "") != "onnxruntime":
+        return None
+    from radclip.runtime.onnx_backend import OnnxScreenRunner, find_exports
+
+    found = find_exports(settings.resolved_export_dir, triage.card, partner=clip.card).get("screen")
+    return OnnxScreenRunner(triage, found, threads=settings.torch_threads) if found is not None else None
+
+
+def load_clip_runner(settings: Any) -> Any:
+    """A ``ClipRunner`` or ``OnnxClipRunner`` (same interface) for ``RADCLIP_CLIP_MODEL``."""
+    from radclip.runtime.clip_runner import ClipRunner
+
+    card, exports = exports_for(settings, settings.clip_model)
+    if {"clip-image", "clip-text"} <= set(exports):
+        from radclip.runtime.onnx_backend import OnnxClipRunner
+
+        return OnnxClipRunner(card, exports["clip-image"], exports["clip-text"], threads=settings.torch_threads,
+                              image_threads=side_by_side_threads(settings))  # fmt: skip
+    return ClipRunner.load(settings.clip_model)
