@@ -61,13 +61,23 @@ class ServiceState:
 
     # -- background ---------------------------------------------------------------------
     def start_background(self) -> None:
-        """Start opening the retrieval index on a thread; returns at once."""
+        """Start warming the screener and opening the retrieval index on threads; returns at once."""
+        if self.screener is not None:  # the condition matrix (70 prompt ensembles) would otherwise cost the first /screen ~80 ms
+            t = threading.Thread(target=self._warm_screener, name="radclip-screener-warmup", daemon=True)
+            self._threads.append(t)
+            t.start()
         if self.index is None or not self.settings.index_on_start:
             return
         self.warmup = IndexWarmup(state="warming", started_at=time.monotonic())
         t = threading.Thread(target=self._open_index, name="radclip-index", daemon=True)
         self._threads.append(t)
         t.start()
+
+    def _warm_screener(self) -> None:
+        try:
+            self.screener.matrix()
+        except Exception as exc:  # a request will retry and report it; warming is only an optimisation
+            log.warning("screener warm-up failed: %s", exc)
 
     def _progress(self, done: int, total: int) -> None:
         self.warmup.done, self.warmup.total = done, total
