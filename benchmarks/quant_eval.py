@@ -37,27 +37,21 @@ from typing import Any
 import numpy as np
 from timing import median_ms  # benchmarks/timing.py (scripts run from this folder's path)
 
-from radclip.export.quantize import QuantConfig, calibration_images, nodes_through, quantize_onnx
+from radclip.export.quantize import MOBILENETV2_LATE as LATE
+from radclip.export.quantize import MOBILENETV2_STEM_LAST as STEM_LAST
+from radclip.export.quantize import (
+    PERCENTILE,
+    QuantConfig,
+    calibration_images,
+    find_node,
+    nodes_through,
+    quantize_onnx,
+)
 
 OUT = Path(__file__).with_name("results") / "quant_eval.json"
 TRIAGE, CLIP = "radclip-mobilenetv2-nih", "radclip-medclip-mini"
 MAX_AUC_LOSS = 0.005
 THREADS = 2
-STEM_LAST = "features.2/conv/conv.2/Conv"  # input normalisation through the second inverted-residual block
-# The late blocks whose int8 noise the outputs feel most after the stem's.
-LATE = ("features.15/", "features.16/", "features.17/conv/conv.0/")
-PERCENTILE = {"CalibPercentile": 99.999}  # ORT's default: ranges ignore the top 0.001% of calibration values
-
-
-def find_node(path: Path, suffix: str) -> str:
-    import onnx
-
-    names = [
-        n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.name.endswith(suffix)
-    ]
-    if len(names) != 1:
-        raise SystemExit(f"{path.name}: expected one node ending in {suffix!r}, found {names}")
-    return names[0]
 
 
 def variants(path: Path) -> dict[str, QuantConfig]:

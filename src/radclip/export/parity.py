@@ -159,3 +159,47 @@ def export_and_check_screen(triage_name: str, clip_name: str, out: Path, *, if_m
         raise
     write_manifest(out, [exported], opset)
     yield f"{exported.path.name}: {n} shared trunk blocks, sha256 {exported.sha256[:16]}…, {report.line()}"
+
+
+MIN_INT8_COSINE = 0.97  # int8 image tower vs fp32 on the parity images (measured minimum 0.98)
+
+
+def export_and_check_int8_image(clip_name: str, out: Path, *, if_missing: bool = False, n_calibration: int = 128,
+                                opset: int = 17) -> Iterator[str]:  # fmt: skip
+    """Quantise the exported fp32 image tower (static int8, the measured MobileNetV2 recipe); yield progress lines.
+
+    Calibration uses ``n_calibration`` images of the manifest's **train** split. The file is listed
+    (role ``clip-image-int8``, served only with ``RADCLIP_INT8_IMAGE=true``) when every embedding of
+    the parity images keeps cosine ≥ ``MIN_INT8_COSINE`` to fp32.
+    """
+    from radclip.export.onnx_export import ExportedModel, write_manifest
+    from radclip.export.quantize import calibration_images, mobilenetv2_recipe, quantize_onnx
+    from radclip.models.registry import find_card
+    from radclip.models.weights import sha256_file
+    from radclip.runtime.onnx_backend import find_exports, session
+    from radclip.settings import get_settings
+
+    card, _ = find_card(clip_name)
+    have = find_exports(out, card)
+    if "clip-image" not in have:
+        raise RuntimeError(f"no verified fp32 image tower of {card.name} in {out}; run `radclip export onnx` first")
+    if if_missing and "clip-image-int8" in have:
+        yield f"{card.name}: verified int8 image tower already in {out}"
+        return
+    root = get_settings().cxr_root
+    if not (root / "manifest.csv").is_file():
+        raise FileNotFoundError(f"int8 calibration reads train-split images from {root / 'manifest.csv'}, which is missing; "
+                                "set RADCLIP_DATA_ROOT to the shared data folder")  # fmt: skip
+    size = int(card.preprocessing.input_size)
+    fp32 = have["clip-image"]
+    dst = out / f"{card.name}.image.int8.onnx"
+    quantize_onnx(fp32, dst, mobilenetv2_recipe(fp32), calibration=calibration_images(root / "manifest.csv", root, size, n=n_calibration))
+    images = parity_images(size)
+    ref, got = session(fp32).run(None, {"image": images})[0], session(dst).run(None, {"image": images})[0]
+    cosine = float(np.min(np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))))
+    line = f"{dst.name}: static int8 (stem + late blocks fp32), min cosine to fp32 {cosine:.4f} over {len(images)} images"
+    if cosine < MIN_INT8_COSINE:
+        dst.unlink(missing_ok=True)
+        raise ParityError(f"{line} < {MIN_INT8_COSINE}; not listed")
+    write_manifest(out, [ExportedModel("clip-image-int8", dst, sha256_file(dst), card.name, card.version, card.weights_sha256)], opset)
+    yield line

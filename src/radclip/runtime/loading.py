@@ -52,6 +52,8 @@ def load_screen_runner(settings: Any, triage: Any, clip: Any) -> Any | None:
     """The fused triage + image-embedding graph when both models run on ONNX Runtime and a verified one exists."""
     if getattr(triage, "backend", "") != "onnxruntime" or getattr(clip, "backend", "") != "onnxruntime":
         return None
+    if getattr(clip, "precision", "fp32") != "fp32":  # the fused graph is fp32: it would not match an int8 index
+        return None
     from radclip.runtime.onnx_backend import OnnxScreenRunner, find_exports
 
     found = find_exports(settings.resolved_export_dir, triage.card, partner=clip.card).get("screen")
@@ -63,9 +65,14 @@ def load_clip_runner(settings: Any) -> Any:
     from radclip.runtime.clip_runner import ClipRunner
 
     card, exports = exports_for(settings, settings.clip_model)
+    if getattr(settings, "int8_image", False) and "clip-image-int8" not in exports:
+        raise RuntimeError(f"RADCLIP_INT8_IMAGE=true but no int8 image tower of {card.name} in {settings.resolved_export_dir}; "
+                           "run `radclip export onnx --int8-image` first, or unset it")  # fmt: skip
     if {"clip-image", "clip-text"} <= set(exports):
         from radclip.runtime.onnx_backend import OnnxClipRunner
 
-        return OnnxClipRunner(card, exports["clip-image"], exports["clip-text"], threads=settings.torch_threads,
-                              image_threads=side_by_side_threads(settings))  # fmt: skip
+        int8 = bool(getattr(settings, "int8_image", False))
+        return OnnxClipRunner(card, exports["clip-image-int8" if int8 else "clip-image"], exports["clip-text"],
+                              threads=settings.torch_threads, image_threads=side_by_side_threads(settings),
+                              precision="int8" if int8 else "fp32")  # fmt: skip
     return ClipRunner.load(settings.clip_model)

@@ -141,9 +141,11 @@ def text_tokenizer(text_cfg: dict[str, Any]) -> Any:
 class OnnxClipRunner:
     backend = "onnxruntime"
 
-    def __init__(self, card: Any, image_path: Path, text_path: Path, threads: int = 0, image_threads: int | None = None) -> None:
+    def __init__(self, card: Any, image_path: Path, text_path: Path, threads: int = 0, image_threads: int | None = None,
+                 precision: str = "fp32") -> None:  # fmt: skip
         self.card = card
-        self.version = f"{card.name}@{card.version}"
+        self.precision = precision  # of the image tower; "int8" changes the version, so indexes and calibrations are not mixed
+        self.version = f"{card.name}@{card.version}" + ("" if precision == "fp32" else f"+{precision}")
         self.dim = int(card.config.get("embed_dim", 512))
         self._size = int(card.preprocessing.input_size)
         self.image_session = session(image_path, threads if image_threads is None else image_threads)
@@ -156,7 +158,8 @@ class OnnxClipRunner:
         return self._size
 
     def version_info(self) -> dict[str, Any]:
-        return {"name": self.card.name, "version": self.card.version, "sha256": self.card.weights_sha256, "backend": self.backend}
+        return {"name": self.card.name, "version": self.card.version, "sha256": self.card.weights_sha256, "backend": self.backend,
+                "image_precision": self.precision}  # fmt: skip
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         if not texts:
