@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,16 @@ import numpy as np
 import torch
 
 from radclip.train.clip_data import SOURCES, Batch, ClipSources, FeatureBank, build_sources, sample_batch
-from radclip.train.distributed import DistInfo, gather_features, init_distributed
+from radclip.train.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_model,
+    cleanup_distributed,
+    gather_features,
+    gather_rows,
+    init_distributed,
+    replica_divergence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +119,9 @@ def step_loss(
     from radclip.train.losses import clip_loss, contrastive_accuracy, semantic_matching_loss
 
     texts = [src.texts[i] for i in batch.texts]
-    img_lab = torch.from_numpy(src.image_labels[batch.images])
-    txt_lab = torch.from_numpy(src.text_labels[batch.texts])
+    # The loss sees every rank's embeddings, so it needs every rank's label vectors, in the same order.
+    img_lab = gather_rows(torch.from_numpy(src.image_labels[batch.images]), info)
+    txt_lab = gather_rows(torch.from_numpy(src.text_labels[batch.texts]), info)
     paired = torch.from_numpy(batch.paired)
     n = len(batch.images)
 
@@ -155,12 +166,24 @@ def _device(cfg: ClipTrainConfig, info: DistInfo) -> torch.device:
 
 
 def train_clip(cfg: ClipTrainConfig) -> dict[str, Any]:
-    """Run the whole training; returns the final train state (history included)."""
+    """Run the whole training; returns the final train state (history included).
+
+    Under ``torchrun`` every rank runs this: rank 0's initial weights are broadcast, each rank draws
+    its own batch (seed + rank), embeddings are gathered with gradient and gradients averaged, and
+    only rank 0 writes the feature cache, the step log and the checkpoints.
+    """
+    info = init_distributed()
+    try:
+        return _train(cfg, info)
+    finally:
+        cleanup_distributed(info)
+
+
+def _train(cfg: ClipTrainConfig, info: DistInfo) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from radclip.train.seed import seed_everything
 
-    info = init_distributed()
     seed_everything(cfg.seed + info.rank, deterministic=False)
     manifest, root, iu = _defaults(cfg)
     out = Path(cfg.out_dir)
@@ -168,12 +191,17 @@ def train_clip(cfg: ClipTrainConfig) -> dict[str, Any]:
     model = build_model(cfg)
     device = _device(cfg, info)
     model.to(device)
+    broadcast_model(model, info)
     size = model.preprocessing.input_size
     n_caps, n_neg = cfg.captions_per_image, cfg.negation_captions
     src = build_sources(manifest, root, iu, "train", cfg.sources, size, n_caps, cfg.seed, n_neg)
     val = ValidationSet.build(manifest, root, size)
     bank = FeatureBank(model, cache_dir=cfg.feature_cache or None)
-    _warm_cache(bank, src, val)
+    if not info.is_main:
+        barrier(info)  # wait for rank 0 to fill the on-disk feature cache, then read it
+    _warm_cache(bank, src, val, persist=info.is_main)
+    if info.is_main:
+        barrier(info)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.steps_per_epoch or max(1, len(src.images) // cfg.batch_size)
@@ -187,7 +215,7 @@ def train_clip(cfg: ClipTrainConfig) -> dict[str, Any]:
         total=total, initial=state["step"], disable=not (cfg.progress and info.is_main), desc="train clip"
     )
     t0 = time.time()
-    with (out / "log.jsonl").open("a") as logf:
+    with (out / "log.jsonl").open("a") if info.is_main else open(os.devnull, "w") as logf:  # noqa: SIM115
         for epoch in range(state["epoch"], cfg.epochs):
             model.train()
             for _ in range(steps):
@@ -209,6 +237,9 @@ def train_clip(cfg: ClipTrainConfig) -> dict[str, Any]:
                     state["best_score"] = score
                     state["best_epoch"] = epoch + 1
                     save_checkpoint(out, model, None, state, stem="best")
+            if info.world_size > 1:  # replicas must stay identical; recorded so a drift is visible
+                state["ddp"] = {"world_size": info.world_size, "replica_max_abs_diff": replica_divergence(model, info)}
+            if info.is_main:
                 save_checkpoint(out, model, opt, state, stem="last")
     bar.close()
     return state
@@ -245,13 +276,14 @@ def _train_step(
     return row | {"step": state["step"], "lr": opt.param_groups[0]["lr"]}
 
 
-def _warm_cache(bank: FeatureBank, src: ClipSources, val: ValidationSet) -> None:
-    """Run the frozen trunks over every training/validation input once (and persist them)."""
+def _warm_cache(bank: FeatureBank, src: ClipSources, val: ValidationSet, persist: bool = True) -> None:
+    """Run the frozen trunks over every training/validation input once (and persist them when ``persist``)."""
     if bank.image_frozen:
         bank.image_features("train", src.images, np.arange(len(src.images)))
     if bank.text_frozen:
         bank.text_features(src.texts + val.texts)
-        bank.save_texts()
+        if persist:
+            bank.save_texts()
 
 
 def _all_reduce_grads(params: list[torch.nn.Parameter], info: DistInfo) -> None:

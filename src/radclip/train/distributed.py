@@ -82,9 +82,52 @@ def gather_features(
     return torch.cat(imgs), torch.cat(txts)
 
 
+def gather_rows(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of a tensor without gradient (e.g. the label vectors), concatenated in rank order."""
+    if info.world_size <= 1:
+        return t
+    return torch.cat(_all_gather_no_grad(t, info.world_size))
+
+
 def local_offset(n_local: int, info: DistInfo) -> int:
     """Row of this rank's first sample in the gathered batch (equal shard sizes assumed)."""
     return n_local * info.rank
+
+
+def broadcast_model(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP's constructor does).
+
+    Each rank seeds its RNG with ``seed + rank`` (different batches), so freshly initialised heads
+    differ between ranks; averaged gradients applied to different weights would let the replicas drift.
+    """
+    if info.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def replica_divergence(model: torch.nn.Module, info: DistInfo) -> float:
+    """Largest |Δ| between this rank's parameters and rank 0's (0.0 when the replicas are in sync)."""
+    if info.world_size <= 1:
+        return 0.0
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def cleanup_distributed(info: DistInfo) -> None:
