@@ -3,8 +3,11 @@
 * OpenAI ViT-B/32: ``load_open_clip("ViT-B-32", weights="path/to/weights.safetensors")``
   (a state dict saved from ``open_clip.create_model("ViT-B-32", pretrained="openai")``).
 * BiomedCLIP: ``load_open_clip("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")``
-  (network, only when asked) or ``load_open_clip("local-dir:/path")`` for a folder holding
-  ``open_clip_config.json`` and the weights (offline).
+  (network, only when asked) or, offline, ``load_open_clip("local-dir:/path", text_model_dir="/bert")``
+  for a copy of the hub repo (``open_clip_config.json`` + weights). Its config names its text tower
+  by hub id (PubMedBERT), which transformers then fetches even offline; ``text_model_dir`` points
+  that name (and the tokenizer) at a local folder holding the text model's ``config.json`` and
+  tokenizer files, so no one has to edit the downloaded config.
 
 Nothing is downloaded unless a ``hf-hub:`` name or a pretrained tag is passed explicitly, and
 ``open_clip`` is imported only inside the functions. The adapter takes the **contract tensor**
@@ -79,13 +82,34 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return load_state_dict(path) if path.suffix == ".safetensors" else load_torch_checkpoint(path)
 
 
+def _local_text_cfg(model_name: str, text_model_dir: Path) -> dict[str, Any]:
+    """The ``local-dir:`` model's ``text_cfg`` with its Hugging Face names pointed at ``text_model_dir``."""
+    import json
+
+    folder = Path(model_name.removeprefix("local-dir:"))
+    config = folder / "open_clip_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing; a local-dir: model folder holds open_clip_config.json and the weights")
+    text_cfg = dict(json.loads(config.read_text())["model_cfg"].get("text_cfg", {}))
+    if "hf_model_name" not in text_cfg:
+        raise ValueError(f"{config}: its text tower is not a Hugging Face model, so text_model_dir does not apply")
+    if not (text_model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{text_model_dir / 'config.json'} is missing; text_model_dir must hold the text model's "
+                                "Hugging Face config.json and tokenizer files (e.g. a snapshot of its hub repo)")  # fmt: skip
+    # The CLIP checkpoint carries the text weights: build the tower from its config, load nothing else.
+    return text_cfg | {"hf_model_name": str(text_model_dir), "hf_tokenizer_name": str(text_model_dir), "hf_model_pretrained": False}
+
+
 def load_open_clip(
-    model_name: str, weights: str | Path | None = None, pretrained: str | None = None
-) -> OpenClipAdapter:
+    model_name: str, weights: str | Path | None = None, pretrained: str | None = None,
+    text_model_dir: str | Path | None = None,
+) -> OpenClipAdapter:  # fmt: skip
     """Build ``model_name`` with open_clip and wrap it.
 
     ``weights``: a local state-dict file (offline). ``pretrained``: an open_clip tag such as
     ``"openai"`` (downloads; only when you pass it). ``hf-hub:``/``local-dir:`` names carry their weights.
+    ``text_model_dir`` (``local-dir:`` models with a Hugging Face text tower, e.g. BiomedCLIP): a local
+    folder with that text model's ``config.json`` and tokenizer, used instead of its hub id.
     """
     try:
         import open_clip
@@ -94,7 +118,12 @@ def load_open_clip(
             "the open_clip adapter needs 'open_clip_torch' (pip install open_clip_torch)"
         ) from exc
     state = _read_state(Path(weights)) if weights is not None else None  # fail on a bad path before building
-    model = open_clip.create_model(model_name, pretrained=pretrained)
+    overrides: dict[str, Any] = {}
+    if text_model_dir is not None:
+        if not model_name.startswith("local-dir:"):
+            raise ValueError(f"text_model_dir applies to 'local-dir:' models only, not {model_name!r}")
+        overrides["text_cfg"] = _local_text_cfg(model_name, Path(text_model_dir))
+    model = open_clip.create_model(model_name, pretrained=pretrained, **overrides)
     if state is not None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -102,7 +131,13 @@ def load_open_clip(
                 f"weights {weights} do not fit open_clip {model_name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
     model.eval()
-    return OpenClipAdapter(model, open_clip.get_tokenizer(model_name))
+    if text_model_dir is not None:
+        from open_clip.tokenizer import HFTokenizer
+
+        tokenizer = HFTokenizer(str(text_model_dir), context_length=int(overrides["text_cfg"].get("context_length", 77)))
+    else:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    return OpenClipAdapter(model, tokenizer)
 
 
 @register_architecture("open_clip")
