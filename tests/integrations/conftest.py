@@ -7,6 +7,7 @@ server skips with the script's reason only when it cannot be installed or starte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,13 +45,14 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(100):
+    for _ in range(300):  # up to 15 s: a loaded machine stops Orthanc slowly
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it may exit between the last check and now
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
