@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             single, served, stages, bare_rounds = [], [], [], []
             for _ in range(args.rounds):
                 bare_rounds.append(measure_bare())
-                for _ in range(args.single // args.rounds):
+                for _ in range(max(1, args.single // args.rounds)):
                     t = time.perf_counter()
                     r = client.post(url, content=image, headers=headers)
                     single.append((time.perf_counter() - t) * 1000)

@@ -157,3 +157,16 @@ def test_index_shared_pool_sample(data_root, sqlite_url, tmp_path) -> None:
     recs = records_from_folder(data_root / "cxr" / "pool")[:12]
     rep = open_index(sqlite_url, tmp_path / "index", ProjectionImageEmbedder()).open(recs)
     assert rep.live == 12 and rep.failed == []
+
+
+def test_metadata_cache_keeps_every_hit_across_its_size_bound(records, sqlite_url, tmp_path) -> None:
+    """Search metadata comes from memory after the first read; rolling the bounded cache over loses no hit."""
+    idx = open_index(sqlite_url, tmp_path / "index", ProjectionImageEmbedder())
+    idx.open(records[:6], snapshot="s")
+    ids = [int(i) for i in idx.index.ids()][:3]
+    first = idx.metadata(ids)
+    assert sorted(first) == sorted(ids) and all(first[i]["study_id"] for i in ids)
+    idx._meta_cache.update({10_000_000 + j: {} for j in range(200_001)})  # over the bound, ids[0] still cached
+    idx._meta_cache.pop(ids[1])  # ... and ids[1] must come from the database, which triggers the roll-over
+    again = idx.metadata(ids)
+    assert again == first

@@ -139,6 +139,7 @@ class PromptRegistry:
         self._sessions = db.session_factory(self.engine)
         self.embedder = embedder
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._matrix_cache: dict[str, tuple[str, ConditionMatrix]] = {}
         self.changes = 0  # bumped on every change made through this object
 
@@ -323,6 +324,13 @@ class PromptRegistry:
         cached = self._matrix_cache.get(text_version)
         if cached is not None and cached[0] == token:
             return cached[1]
+        with self._build_lock:  # one builder at a time: two would insert the same missing embedding rows
+            cached = self._matrix_cache.get(text_version)
+            if cached is not None and cached[0] == token:
+                return cached[1]
+            return self._build_matrix(text_version, token)
+
+    def _build_matrix(self, text_version: str, token: str) -> ConditionMatrix:
         with self._sessions.begin() as s:
             conds = s.scalars(select(db.Condition).where(db.Condition.status == "active").order_by(db.Condition.name)).all()
             rows, names, cats, vers, vids = [], [], [], [], []

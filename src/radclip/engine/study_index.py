@@ -130,15 +130,18 @@ class StudyIndex:
     def metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = [int(i) for i in ids if int(i) >= 0]
         cache = self._meta_cache
-        missing = [i for i in ids if i not in cache]
+        found = {i: m for i in ids if (m := cache.get(i)) is not None}  # one .get each: safe against a concurrent clear
+        missing = [i for i in ids if i not in found]
         if missing:
             with self._sessions() as s:
                 rows = s.scalars(select(db.IndexItem).where(db.IndexItem.id.in_(missing))).all()
             keys = ("study_id", "patient_id", "view", "study_date", "findings", "source", "image_path")
+            fresh = {r.id: {k: getattr(r, k) for k in keys} for r in rows}
             if len(cache) > 200_000:  # bounded: a few hundred bytes a row
                 cache.clear()
-            cache.update({r.id: {k: getattr(r, k) for k in keys} for r in rows})
-        return {i: dict(cache[i]) for i in ids if i in cache}
+            cache.update(fresh)
+            found.update(fresh)
+        return {i: dict(found[i]) for i in ids if i in found}
 
     # -- embedding ------------------------------------------------------------------------
     def _embed(self, records: Sequence[StudyRecord], progress: ProgressFn | None, cancel: CancelFlag | None,

@@ -134,7 +134,9 @@ def load_open_clip(
     if text_model_dir is not None:
         from open_clip.tokenizer import HFTokenizer
 
-        tokenizer = HFTokenizer(str(text_model_dir), context_length=int(overrides["text_cfg"].get("context_length", 77)))
+        cfg = overrides["text_cfg"]
+        tokenizer = HFTokenizer(str(text_model_dir), context_length=int(cfg.get("context_length", 77)),
+                                tokenizer_mode=cfg.get("tokenizer_mode"), **cfg.get("tokenizer_kwargs", {}))  # fmt: skip
     else:
         tokenizer = open_clip.get_tokenizer(model_name)
     return OpenClipAdapter(model, tokenizer)

@@ -65,6 +65,8 @@ def load_clip_runner(settings: Any) -> Any:
     from radclip.runtime.clip_runner import ClipRunner
 
     card, exports = exports_for(settings, settings.clip_model)
+    if getattr(settings, "int8_image", False) and settings.backend == "pytorch":
+        raise RuntimeError("RADCLIP_INT8_IMAGE=true needs ONNX Runtime, but RADCLIP_BACKEND=pytorch; set one or the other")
     if getattr(settings, "int8_image", False) and "clip-image-int8" not in exports:
         raise RuntimeError(f"RADCLIP_INT8_IMAGE=true but no int8 image tower of {card.name} in {settings.resolved_export_dir}; "
                            "run `radclip export onnx --int8-image` first, or unset it")  # fmt: skip

@@ -202,7 +202,12 @@ def build_state(settings: Settings) -> ServiceState:
     if state.triage is not None and state.clip is not None:
         from radclip.runtime.loading import load_screen_runner
 
-        graph = state.screen_graph = load_screen_runner(settings, state.triage, state.clip)
+        try:
+            graph = state.screen_graph = load_screen_runner(settings, state.triage, state.clip)
+        except Exception as exc:  # an optimisation only: /screen falls back to the two graphs
+            log.error("fused /screen graph not loaded, using two graphs: %s", exc)
+            state.load_errors["screen"] = f"{type(exc).__name__}: {exc}"
+            graph = None
         if graph is not None:
             from radclip.runtime.batcher import BatcherConfig, MicroBatcher
 

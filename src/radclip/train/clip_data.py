@@ -201,9 +201,10 @@ class FeatureBank:
     (images by ``(key, index)``, texts by string) instead of being re-run every step.
     """
 
-    def __init__(self, model: object, batch: int = 32, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, model: object, batch: int = 32, cache_dir: str | Path | None = None, read_only: bool = False) -> None:
         self.model = model
         self.batch = batch
+        self.read_only = read_only  # read the on-disk cache but never write it (DDP ranks other than 0)
         self.cache_dir = (
             Path(cache_dir) if cache_dir else None
         )  # frozen-trunk features persisted here between runs
@@ -247,7 +248,7 @@ class FeatureBank:
     def save_texts(self) -> None:
         """Persist the cached frozen-trunk text features (no-op without ``cache_dir``)."""
         path = self._disk(f"text-{self._tag('txt')}.safetensors")
-        if path is None or not self._txt:
+        if path is None or not self._txt or self.read_only:
             return
         import json
 
@@ -293,7 +294,7 @@ class FeatureBank:
                 for s in range(0, len(images), self.batch)
             ]  # type: ignore[attr-defined]
         feats = torch.cat(parts)
-        if path is not None:
+        if path is not None and not self.read_only:
             save_state_dict({"features": feats}, path)
         return feats
 

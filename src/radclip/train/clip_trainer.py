@@ -120,8 +120,10 @@ def step_loss(
 
     texts = [src.texts[i] for i in batch.texts]
     # The loss sees every rank's embeddings, so it needs every rank's label vectors, in the same order.
-    img_lab = gather_rows(torch.from_numpy(src.image_labels[batch.images]), info)
-    txt_lab = gather_rows(torch.from_numpy(src.text_labels[batch.texts]), info)
+    # (On the model's device: NCCL gathers CUDA tensors only.)
+    device = model.logit_scale.device
+    img_lab = gather_rows(torch.from_numpy(src.image_labels[batch.images]).to(device), info)
+    txt_lab = gather_rows(torch.from_numpy(src.text_labels[batch.texts]).to(device), info)
     paired = torch.from_numpy(batch.paired)
     n = len(batch.images)
 
@@ -196,7 +198,7 @@ def _train(cfg: ClipTrainConfig, info: DistInfo) -> dict[str, Any]:
     n_caps, n_neg = cfg.captions_per_image, cfg.negation_captions
     src = build_sources(manifest, root, iu, "train", cfg.sources, size, n_caps, cfg.seed, n_neg)
     val = ValidationSet.build(manifest, root, size)
-    bank = FeatureBank(model, cache_dir=cfg.feature_cache or None)
+    bank = FeatureBank(model, cache_dir=cfg.feature_cache or None, read_only=not info.is_main)
     if not info.is_main:
         barrier(info)  # wait for rank 0 to fill the on-disk feature cache, then read it
     _warm_cache(bank, src, val, persist=info.is_main)
@@ -207,7 +209,7 @@ def _train(cfg: ClipTrainConfig, info: DistInfo) -> dict[str, Any]:
     steps = cfg.steps_per_epoch or max(1, len(src.images) // cfg.batch_size)
     total = steps * cfg.epochs
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": None, "history": [], "config": asdict(cfg)}
-    if cfg.resume and (out / "train_state.json").is_file():
+    if _resume_everywhere(cfg.resume and (out / "train_state.json").is_file(), out, info):
         state = load_checkpoint(out, model, opt)
     rng = np.random.default_rng(cfg.seed + 1000 * state["step"] + info.rank)
     amp = cfg.amp and device.type == "cuda"
@@ -276,10 +278,31 @@ def _train_step(
     return row | {"step": state["step"], "lr": opt.param_groups[0]["lr"]}
 
 
+def _resume_everywhere(resume_here: bool, out: Path, info: DistInfo) -> bool:
+    """Rank 0 decides whether to resume; every rank must then find the checkpoint (a shared --out-dir)."""
+    if info.world_size <= 1:
+        return resume_here
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(resume_here)], device=_device_of_rank(info))
+    dist.broadcast(flag, src=0)
+    if bool(flag.item()) and not (out / "train_state.json").is_file():
+        raise RuntimeError(f"rank {info.rank}: rank 0 resumes from {out} but this rank cannot see it; "
+                           "--out-dir must be on a filesystem every rank shares")  # fmt: skip
+    return bool(flag.item())
+
+
+def _device_of_rank(info: DistInfo) -> torch.device:
+    return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _warm_cache(bank: FeatureBank, src: ClipSources, val: ValidationSet, persist: bool = True) -> None:
     """Run the frozen trunks over every training/validation input once (and persist them when ``persist``)."""
     if bank.image_frozen:
         bank.image_features("train", src.images, np.arange(len(src.images)))
+        for key, images in (("val_pairs", val.pair_images), ("val_nih", val.nih_images)):
+            if len(images):
+                bank.image_features(key, images, np.arange(len(images)))
     if bank.text_frozen:
         bank.text_features(src.texts + val.texts)
         if persist:

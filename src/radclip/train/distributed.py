@@ -115,7 +115,7 @@ def replica_divergence(model: torch.nn.Module, info: DistInfo) -> float:
         return 0.0
     import torch.distributed as dist
 
-    flat = torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters()])
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])  # on their device: NCCL needs CUDA
     ref = flat.clone()
     dist.broadcast(ref, src=0)
     diff = (flat - ref).abs().max().reshape(1)
