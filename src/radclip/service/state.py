@@ -62,16 +62,40 @@ class ServiceState:
     # -- background ---------------------------------------------------------------------
     def start_background(self) -> None:
         """Start warming the screener and opening the retrieval index on threads; returns at once."""
-        if self.screener is not None:  # the condition matrix (70 prompt ensembles) would otherwise cost the first /screen ~80 ms
-            t = threading.Thread(target=self._warm_screener, name="radclip-screener-warmup", daemon=True)
-            self._threads.append(t)
-            t.start()
+        # The first /screen would otherwise pay the lazy imports of decoding (~0.4 s), the models' first
+        # runs and the condition matrix (70 prompt ensembles, ~80 ms).
+        t = threading.Thread(target=self._warm_up, name="radclip-warmup", daemon=True)
+        self._threads.append(t)
+        t.start()
         if self.index is None or not self.settings.index_on_start:
             return
         self.warmup = IndexWarmup(state="warming", started_at=time.monotonic())
         t = threading.Thread(target=self._open_index, name="radclip-index", daemon=True)
         self._threads.append(t)
         t.start()
+
+    def _warm_up(self) -> None:
+        try:
+            import io
+
+            import numpy as np
+            from PIL import Image
+
+            from radclip.service.imaging import decode_upload
+            from radclip.service.uploads import Upload
+
+            buf = io.BytesIO()
+            Image.fromarray(np.zeros((64, 64), np.uint8), mode="L").save(buf, format="PNG")
+            if self.triage is not None:
+                decoded = decode_upload(Upload(buf.getvalue(), None, "image/png"), self.triage.input_size, self.settings.max_image_pixels)
+                self.triage.run(decoded.contract)
+                if self.clip is not None and self.clip.input_size == self.triage.input_size:
+                    self.clip.encode_images(decoded.contract[None])
+                if self.screen_graph is not None:
+                    self.screen_graph.run(decoded.contract)
+        except Exception as exc:  # only an optimisation: requests load what they need
+            log.warning("model warm-up failed: %s", exc)
+        self._warm_screener()
 
     def _warm_screener(self) -> None:
         try:
@@ -109,6 +133,7 @@ class ServiceState:
         vectors, _ = self.index.index.vectors_and_ids()  # type: ignore[union-attr]
         if self.screener is not None and len(vectors) >= MIN_REFERENCE_IMAGES:
             self.screener.set_reference(ReferenceDistribution.from_embeddings(vectors))
+            self._warm_screener()  # rebuild its per-condition mapping here, not in the next request (~25 ms)
 
     def stop_background(self) -> None:
         self._stop.set()
