@@ -83,7 +83,7 @@ class _ArrayReader:
     """ONNX Runtime CalibrationDataReader over any (N, C, S, S) array (the contract reader takes C = 1 only)."""
 
     def __init__(self, x: Any) -> None:
-        self.x, self.images, self.i = x, x, 0
+        self.x, self.i = x, 0
 
     def get_next(self) -> dict[str, Any] | None:
         if self.i >= len(self.x):

@@ -50,6 +50,14 @@ class ExportedModel:
         return out
 
 
+def triage_head(model: Any, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, CAMs of every class) from the pre-pooling feature map: what each triage graph outputs."""
+    from radclip.explain.cam import class_activation_maps
+
+    head = model.classifier
+    return model.forward_head(features), class_activation_maps(features, head.weight, head.bias)
+
+
 class TriageGraph(nn.Module):
     def __init__(self, model: nn.Module, preprocessing: Any) -> None:
         super().__init__()
@@ -57,9 +65,7 @@ class TriageGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(to_model_input(x, self.pre))
-        logits = self.model.forward_head(features)
-        head = self.model.classifier
-        cams = torch.einsum("bchw,kc->bkhw", features, head.weight) + head.bias.view(1, -1, 1, 1)
+        logits, cams = triage_head(self.model, features)
         return logits, features, cams
 
 

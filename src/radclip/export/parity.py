@@ -57,23 +57,29 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float((a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def check_triage(model: Any, card: Any, onnx_path: Path, images: np.ndarray) -> ParityReport:
+def compare_triage(role: str, model: Any, card: Any, images: np.ndarray, logits: np.ndarray, cams: np.ndarray,
+                   extra_diff: float = 0.0) -> ParityReport:  # fmt: skip
+    """Exported triage outputs against the PyTorch model's; ``extra_diff`` joins the |Δ| (e.g. embeddings)."""
     import torch
 
+    from radclip.export.onnx_export import triage_head
     from radclip.models.preprocess import to_model_input
-    from radclip.runtime.onnx_backend import session
 
-    logits, _, cams = session(onnx_path).run(None, {"image": images})
-    ref = model.predict(to_model_input(torch.from_numpy(images), card.preprocessing))
-    head = model.classifier
     with torch.inference_mode():
-        ref_cams = (torch.einsum("bchw,kc->bkhw", ref.features, head.weight) + head.bias.view(1, -1, 1, 1)).numpy()
-    diff = float(np.abs(logits - ref.logits.numpy()).max())
+        ref_logits, ref_cams = (t.numpy() for t in triage_head(model, model.forward_features(to_model_input(torch.from_numpy(images), card.preprocessing))))
+    diff = max(float(np.abs(logits - ref_logits).max()), extra_diff)
     corr = min(_corr(cams[i, k], ref_cams[i, k]) for i in range(len(images)) for k in range(cams.shape[1]))
-    report = ParityReport("triage", diff, corr)
+    report = ParityReport(role, diff, corr)
     if diff > MAX_ABS_DIFF or corr < MIN_CAM_CORR:
         raise ParityError(f"{report.line()} exceeds tolerance (|Δ| ≤ {MAX_ABS_DIFF}, r ≥ {MIN_CAM_CORR})")
     return report
+
+
+def check_triage(model: Any, card: Any, onnx_path: Path, images: np.ndarray) -> ParityReport:
+    from radclip.runtime.onnx_backend import session
+
+    logits, _, cams = session(onnx_path).run(None, {"image": images})
+    return compare_triage("triage", model, card, images, logits, cams)
 
 
 def check_clip(model: Any, image_path: Path, text_path: Path, images: np.ndarray) -> list[ParityReport]:

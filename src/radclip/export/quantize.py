@@ -360,7 +360,7 @@ def quantize_onnx(
                 calibration = ContractCalibrationReader(calibration, input_name=name)
             assert calibration is not None
             calibration.rewind()
-            n_cal = len(calibration.images)
+            n_cal = len(calibration.images) if hasattr(calibration, "images") else None
             quantize_static(str(model_in), str(tmp), calibration, quant_format=QuantFormat.QDQ,
                             activation_type=_quant_type(cfg.activation_type),
                             calibrate_method=_calibration_method(cfg.calibrate_method), **common)  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from radclip.export.onnx_export import ExportedModel, _card_meta, _export
+from radclip.export.onnx_export import ExportedModel, _card_meta, _export, triage_head
 from radclip.models.preprocess import to_model_input
 from radclip.models.weights import sha256_file
 
@@ -73,10 +73,7 @@ class ScreenGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.shared(to_model_input(x, self.pre))
-        features = self.triage_tail(h)  # == triage.forward_features (plain_features)
-        head = self.triage.classifier
-        logits = self.triage.forward_head(features)
-        cams = torch.einsum("bchw,kc->bkhw", features, head.weight) + head.bias.view(1, -1, 1, 1)
+        logits, cams = triage_head(self.triage, self.triage_tail(h))  # tail(h) == triage.forward_features (plain_features)
         embedding = F.normalize(self.clip.visual.head(self.clip_tail(h).mean(dim=(2, 3))), dim=-1)
         return logits, cams, embedding
 
@@ -102,19 +99,10 @@ def export_screen(triage: nn.Module, triage_card: Any, clip: nn.Module, clip_car
 
 def check_screen(triage: Any, triage_card: Any, clip: Any, onnx_path: Path, images: np.ndarray) -> Any:
     """The fused graph against the two separate PyTorch models: logits and embeddings ≤ 1e-4, CAM r ≥ 0.999."""
-    from radclip.export.parity import MAX_ABS_DIFF, MIN_CAM_CORR, ParityError, ParityReport, _corr
+    from radclip.export.parity import compare_triage
     from radclip.runtime.onnx_backend import session
 
     logits, cams, emb = session(onnx_path).run(None, {"image": images})
-    x = torch.from_numpy(images)
-    ref = triage.predict(to_model_input(x, triage_card.preprocessing))
-    head = triage.classifier
     with torch.inference_mode():
-        ref_cams = (torch.einsum("bchw,kc->bkhw", ref.features, head.weight) + head.bias.view(1, -1, 1, 1)).numpy()
-        ref_emb = clip.encode_image(x, normalize=True).numpy()
-    diff = max(float(np.abs(logits - ref.logits.numpy()).max()), float(np.abs(emb - ref_emb).max()))
-    corr = min(_corr(cams[i, k], ref_cams[i, k]) for i in range(len(images)) for k in range(cams.shape[1]))
-    report = ParityReport("screen", diff, corr)
-    if diff > MAX_ABS_DIFF or corr < MIN_CAM_CORR:
-        raise ParityError(f"{report.line()} exceeds tolerance (|Δ| ≤ {MAX_ABS_DIFF}, r ≥ {MIN_CAM_CORR})")
-    return report
+        ref_emb = clip.encode_image(torch.from_numpy(images), normalize=True).numpy()
+    return compare_triage("screen", triage, triage_card, images, logits, cams, extra_diff=float(np.abs(emb - ref_emb).max()))
