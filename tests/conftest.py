@@ -46,3 +46,23 @@ def real_dicom(data_root: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"real DICOM not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def require_same_data():  # type: ignore[no-untyped-def]
+    """The function below, as a fixture (tests import nothing from conftest)."""
+    return _require_same_data
+
+
+def _require_same_data(measured_on: str | None, manifest: Path, what: str) -> None:
+    """Skip (saying why) unless ``measured_on`` (a card's ``data_snapshot``) is this manifest's snapshot.
+
+    Model cards record the data their numbers were measured on; a reproduction test compares
+    numbers only on that data and says clearly when it could not.
+    """
+    from radclip.io.manifest import data_snapshot
+
+    here = data_snapshot(manifest)
+    if measured_on != here:
+        pytest.skip(f"{what} numbers were measured on data {measured_on!r}, this manifest is {here!r}: "
+                    "not comparable; re-measure the card on this data (docs/evaluation.md, 'Re-baselining')")

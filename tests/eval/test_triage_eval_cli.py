@@ -72,16 +72,17 @@ def test_eval_cli_on_manifest_without_split(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped triage model not present")
-def test_shipped_model_reproduces_its_card(cxr_manifest: Path) -> None:
+def test_shipped_model_reproduces_its_card(cxr_manifest: Path, require_same_data) -> None:  # type: ignore[no-untyped-def]
     from radclip.eval.triage_eval import evaluate_triage
     from radclip.models.triage import load_triage_model
 
     model, card = load_triage_model("radclip-mobilenetv2-nih")
     want = card.metrics["test"]
+    require_same_data(want.get("data_snapshot"), cxr_manifest, "the triage card's test")
     rep = evaluate_triage(model, card, cxr_manifest, cxr_manifest.parent, split="test", sources=want["sources"], n_boot=want["bootstrap"]["n_boot"])
     assert rep["n_images_with_labels"] == want["n_images_with_labels"]
     assert rep["mean_auc"] == pytest.approx(want["mean_auc"], abs=1e-9)
     for label in NIH_LABELS:
-        for key in ("auc", "ci_low", "ci_high", "n_pos", "n_neg", "measurable"):
+        for key in ("auc", "ci_low", "ci_high", "n_pos", "n_neg", "n_pos_patients", "n_neg_patients", "measurable"):
             assert rep["per_label"][label][key] == pytest.approx(want["per_label"][label][key], abs=1e-9), (label, key)
     assert rep["ece_calibrated"] == pytest.approx(want["ece_calibrated"], abs=1e-9)

@@ -20,9 +20,9 @@ def card() -> dict:
     return json.loads(CARD.read_text())
 
 
-def test_eval_commands_reproduce_card(card: dict, cxr_manifest: Path, tmp_path: Path) -> None:
+def test_eval_commands_reproduce_card(card: dict, cxr_manifest: Path, tmp_path: Path, require_same_data) -> None:  # type: ignore[no-untyped-def]
     from radclip.cli import main
-
+    require_same_data(card["metrics"]["zeroshot"].get("data_snapshot"), cxr_manifest, "the image-text card's zero-shot")
     zs_out, rt_out = tmp_path / "zs.json", tmp_path / "rt.json"
     common = ["--manifest", str(cxr_manifest), "--split", "test", "--model", "radclip-medclip-mini"]
     assert main(["eval", "zeroshot", *common, "--n-boot", "0", "--out", str(zs_out)]) == 0

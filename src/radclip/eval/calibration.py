@@ -1,9 +1,10 @@
 """Per-class temperature scaling (fitted on validation) and reliability diagrams.
 
 Calibrated probability of label ``k``: ``sigmoid(logit_k / T_k)``. ``T_k`` minimises the
-validation NLL of label ``k``; a label whose validation rows lack positives or negatives gets
-the pooled temperature fitted over all labels together (one T for the whole model), so no
-temperature is fitted to a single class.
+validation NLL of label ``k``. A label whose validation rows hold fewer than
+``MIN_FIT_PATIENTS`` positive (or negative) *patients* gets the pooled temperature fitted over
+all labels together (one T for the whole model): a temperature fitted to one or two positives
+is noise (issue 20, finding 5), and the pooled T is the natural shrinkage target.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from radclip.models.card import ModelCard
 
 T_BOUNDS = (0.05, 20.0)  # search range for temperatures
+MIN_FIT_PATIENTS = 5  # fewest positive (and negative) validation patients for a label's own temperature
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, t: float) -> float:
@@ -35,14 +37,20 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-def fit_temperatures(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-class temperatures (K,) from validation logits (N, K) and labels (NaN/-1 = unknown)."""
+def fit_temperatures(logits: np.ndarray, labels: np.ndarray, patients: np.ndarray | None = None, min_patients: int = MIN_FIT_PATIENTS) -> np.ndarray:
+    """Per-class temperatures (K,) from validation logits (N, K) and labels (NaN/-1 = unknown).
+
+    ``patients`` (N,) ids count positive/negative patients (each row is a patient without them).
+    """
+    from radclip.eval.metrics import patient_counts
+
     known = (labels == 0) | (labels == 1)
     pooled = fit_temperature(logits[known], labels[known]) if known.any() else 1.0
     temps = np.full(labels.shape[1], pooled, dtype=np.float64)
     for k in range(labels.shape[1]):
         y = labels[known[:, k], k]
-        if (y == 1).any() and (y == 0).any():
+        n_pos, n_neg = patient_counts(y, None if patients is None else np.asarray(patients)[known[:, k]])
+        if n_pos >= min_patients and n_neg >= min_patients:
             temps[k] = fit_temperature(logits[known[:, k], k], y)
     return temps
 

@@ -4,10 +4,14 @@ Definitions (also in ``docs/evaluation.md``):
 
 * **Groups**: sex ``M`` / ``F`` (blank = excluded); age bands ``<40`` (age < 40), ``40-60``
   (40 <= age <= 60), ``>60`` (age > 60); a row without age is excluded from the age analysis.
-* A group's AUC for a label is reported when the group's rows hold >= 3 positives and >= 3
-  negatives (``metrics.MIN_POS`` / ``MIN_NEG``); otherwise it is named as too small.
+* A group's AUC for a label is reported as measurable when the group's rows come from >= 3
+  positive and >= 3 negative patients (``metrics.MIN_POS`` / ``MIN_NEG``); otherwise it is
+  named as too small.
 * **Gap** of a label for an attribute: best measurable group's AUC minus worst's (for sex,
-  |AUC_M - AUC_F| with the pair's order recorded). Flagged when the gap > ``threshold`` (0.05).
+  |AUC_M - AUC_F| with the pair's order recorded). **Flagged** only when the gap's 95% CI lies
+  wholly above ``threshold`` (0.05): with small subgroups the point gap is mostly noise (data v2
+  raised 30+ point-estimate "flags"). The point estimate and the CI are always reported, and
+  ``above_threshold`` says whether the point estimate alone exceeds it.
 * **Gap CI**: paired percentile bootstrap. Each resample draws whole patients (with
   replacement) from all labelled rows of the split, then computes both groups' AUCs on that
   same resample and takes their difference (best minus worst, the pair fixed by the point
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from radclip.eval.metrics import MIN_NEG, MIN_POS, roc_auc
+from radclip.eval.metrics import is_measurable, patient_counts, roc_auc
 
 GAP_THRESHOLD = 0.05  # the product's fairness flag: AUC gap between groups larger than this
 AGE_BANDS = ("<40", "40-60", ">60")
@@ -109,11 +113,12 @@ def label_by_group(y: np.ndarray, s: np.ndarray, groups: np.ndarray, patients: n
         rows = (groups == grp) & ((y == 0) | (y == 1))
         yy, ss = y[rows], s[rows]
         n_pos, n_neg = int((yy == 1).sum()), int((yy == 0).sum())
+        pp, pn = patient_counts(yy, patients[rows])
         auc = roc_auc(yy, ss) if n_pos and n_neg else None
         lo = hi = None
         if auc is not None and n_boot > 0:
             lo, hi, _ = _percentile_ci(weighted_auc(yy, ss, bootstrap_weights(patients[rows], n_boot, seed + 101 * i)), n_boot)
-        out[grp] = {"auc": auc, "ci_low": lo, "ci_high": hi, "n_pos": n_pos, "n_neg": n_neg, "measurable": n_pos >= MIN_POS and n_neg >= MIN_NEG}
+        out[grp] = {"auc": auc, "ci_low": lo, "ci_high": hi, "n_pos": n_pos, "n_neg": n_neg, "n_pos_patients": pp, "n_neg_patients": pn, "measurable": is_measurable(pp, pn)}
     return out
 
 
@@ -125,7 +130,8 @@ def label_gap(per_group: dict[str, dict[str, Any]], y: np.ndarray, s: np.ndarray
     hi = max(ok, key=lambda g: ok[g])
     lo = min(ok, key=lambda g: ok[g])
     res = gap_with_ci(y, s, groups, patients, hi, lo, n_boot=n_boot, seed=seed)
-    res.update({"higher": hi, "lower": lo, "flagged": bool(res["gap"] > threshold)})
+    res.update({"higher": hi, "lower": lo, "above_threshold": bool(res["gap"] > threshold),
+                "flagged": bool(res["ci_low"] is not None and res["ci_low"] > threshold)})
     return res
 
 
@@ -153,7 +159,8 @@ def fairness_analysis(
             per_attr: dict[str, Any] = {}
             for k, name in enumerate(names):
                 y = labels[:, k]
-                if int((y == 1).sum()) < MIN_POS or int((y == 0).sum()) < MIN_NEG:
+                known = (y == 0) | (y == 1)
+                if not is_measurable(*patient_counts(y[known], patients[known])):
                     continue
                 per_group = label_by_group(y, sc[:, k], groups, patients, n_boot, seed + 7 * k)
                 gap = label_gap(per_group, y, sc[:, k], groups, patients, n_boot, seed + 13 * k, threshold)
@@ -206,6 +213,6 @@ def _group_point_aucs(y: np.ndarray, s: np.ndarray, groups: np.ndarray) -> dict[
     for grp in sorted(set(groups) - {""}):
         rows = (groups == grp) & ((y == 0) | (y == 1))
         yy = y[rows]
-        if (yy == 1).sum() >= MIN_POS and (yy == 0).sum() >= MIN_NEG:
+        if (yy == 1).sum() >= 3 and (yy == 0).sum() >= 3:  # point estimates only: image counts
             out[grp] = roc_auc(yy, s[rows])
     return out

@@ -1,10 +1,20 @@
-"""Classification metrics: ROC AUC with bootstrap CIs (by patient), ECE, Brier, mean AUC.
+"""Classification metrics: ROC AUC with stratified patient-bootstrap CIs, paired AUC differences, ECE, Brier.
 
 All functions take plain numpy arrays. Labels may hold NaN (unknown) or -1 (uncertain): such
 entries are dropped per label before any metric is computed.
 
-A label is *measurable* when its evaluated rows hold at least ``MIN_POS`` positives and
-``MIN_NEG`` negatives; the mean AUC averages measurable labels only.
+Methods (also in ``docs/evaluation.md``, "Methods"):
+
+* A label is *measurable* when its evaluated rows come from at least ``MIN_POS`` positive
+  patients and ``MIN_NEG`` negative patients (a patient is positive when any of their rows is
+  positive, negative when any row is negative). Images are counted too, and reported.
+* The bootstrap resamples whole patients **stratified** by positive / negative patient: each
+  resample draws as many positive patients (with replacement) as there are, and as many of
+  the others. Every resample therefore holds both classes, none is discarded, and the CI is
+  not conditional on a lucky draw.
+* The CI is the percentile interval ``[alpha/2, 1 - alpha/2]`` (95% by default).
+* A paired comparison of two scorers resamples the same patients for both (one resample,
+  two AUCs), so the CI of the difference reflects the correlation between them.
 """
 
 from __future__ import annotations
@@ -15,20 +25,22 @@ from typing import Any
 
 import numpy as np
 
-MIN_POS = 3  # fewest positives for a label's AUC to be reported as measurable
-MIN_NEG = 3  # fewest negatives, likewise
+MIN_POS = 3  # fewest positive patients for a label's AUC to be reported as measurable
+MIN_NEG = 3  # fewest negative patients, likewise
 
 
 @dataclass
 class AucResult:
-    """One label's AUC with its bootstrap confidence interval."""
+    """One label's AUC with its bootstrap confidence interval and the counts behind it."""
 
     auc: float | None  # None when the label has no positives or no negatives
-    ci_low: float | None  # 2.5th percentile of the bootstrap AUCs
-    ci_high: float | None  # 97.5th percentile
-    n_pos: int  # positives among the rows with a known label
-    n_neg: int  # negatives, likewise
-    measurable: bool  # n_pos >= MIN_POS and n_neg >= MIN_NEG
+    ci_low: float | None  # alpha/2 percentile of the bootstrap AUCs (None without bootstrap)
+    ci_high: float | None  # 1 - alpha/2 percentile
+    n_pos: int  # positive images among the rows with a known label
+    n_neg: int  # negative images, likewise
+    measurable: bool  # n_pos_patients >= MIN_POS and n_neg_patients >= MIN_NEG
+    n_pos_patients: int = 0  # patients with at least one positive row
+    n_neg_patients: int = 0  # patients with at least one negative row
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,19 +67,46 @@ def _known(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray | None) ->
     return y[keep], np.asarray(scores, dtype=np.float64)[keep], g
 
 
-def _group_members(groups: np.ndarray | None) -> list[np.ndarray] | None:
+def patient_counts(y: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:
+    """(positive patients, negative patients) among known rows; each row is its own patient without groups."""
     if groups is None:
-        return None
-    _, inverse = np.unique(groups.astype(str), return_inverse=True)
-    return [np.flatnonzero(inverse == i) for i in range(int(inverse.max()) + 1)]
+        return int((y == 1).sum()), int((y == 0).sum())
+    g = np.asarray(groups).astype(str)
+    return len(set(g[y == 1])), len(set(g[y == 0]))
 
 
-def _bootstrap_indices(n: int, members: list[np.ndarray] | None, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of one bootstrap resample: whole patients when ``members`` is given, else rows."""
-    if members is None:
-        return rng.integers(0, n, size=n)
-    chosen = rng.integers(0, len(members), size=len(members))
-    return np.concatenate([members[i] for i in chosen])
+def is_measurable(n_pos_patients: int, n_neg_patients: int) -> bool:
+    """The measurability rule (see the module doc)."""
+    return n_pos_patients >= MIN_POS and n_neg_patients >= MIN_NEG
+
+
+class StratifiedPatientBootstrap:
+    """Row-index resamples that draw whole patients, positive and negative patients separately.
+
+    ``y`` (N,) known 0/1 labels, ``groups`` (N,) patient ids (None = one patient per row).
+    """
+
+    def __init__(self, y: np.ndarray, groups: np.ndarray | None) -> None:
+        ids = np.arange(len(y)).astype(str) if groups is None else np.asarray(groups).astype(str)
+        _, inverse = np.unique(ids, return_inverse=True)
+        self.members = [np.flatnonzero(inverse == i) for i in range(int(inverse.max()) + 1)] if len(ids) else []
+        positive = np.array([bool((y[m] == 1).any()) for m in self.members], dtype=bool)
+        self.strata = [np.flatnonzero(positive), np.flatnonzero(~positive)]
+
+    def indices(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample's row indices."""
+        chosen = [stratum[rng.integers(0, len(stratum), size=len(stratum))] for stratum in self.strata if len(stratum)]
+        return np.concatenate([self.members[i] for i in np.concatenate(chosen)])
+
+
+def percentile_ci(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float | None, float | None]:
+    """The ``1 - alpha`` percentile interval of finite bootstrap values (None, None when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return None, None
+    lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
 
 
 def auc_with_ci(
@@ -78,29 +117,59 @@ def auc_with_ci(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> AucResult:
-    """AUC and a percentile bootstrap ``1 - alpha`` CI; resampling whole groups (patients) when given.
-
-    Resamples that lose all positives or all negatives are redrawn as skipped (not counted);
-    the CI is ``None`` when fewer than half of the resamples were usable.
-    """
+    """AUC and a percentile bootstrap ``1 - alpha`` CI from stratified patient resamples (see the module doc)."""
     y, s, g = _known(np.asarray(y_true), np.asarray(scores), None if groups is None else np.asarray(groups))
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    measurable = n_pos >= MIN_POS and n_neg >= MIN_NEG
+    pp, pn = patient_counts(y, g)
     if n_pos == 0 or n_neg == 0:
-        return AucResult(None, None, None, n_pos, n_neg, False)
+        return AucResult(None, None, None, n_pos, n_neg, False, pp, pn)
     auc = roc_auc(y, s)
-    rng = np.random.default_rng(seed)
-    members = _group_members(g)
-    boots = []
-    for _ in range(n_boot):
-        idx = _bootstrap_indices(len(y), members, rng)
-        value = roc_auc(y[idx], s[idx])
-        if not np.isnan(value):
-            boots.append(value)
-    if len(boots) < n_boot / 2:
-        return AucResult(auc, None, None, n_pos, n_neg, measurable)
-    lo, hi = np.percentile(boots, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return AucResult(auc, float(lo), float(hi), n_pos, n_neg, measurable)
+    lo = hi = None
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        boot = StratifiedPatientBootstrap(y, g)
+        values = []
+        for _ in range(n_boot):
+            idx = boot.indices(rng)
+            values.append(roc_auc(y[idx], s[idx]))
+        lo, hi = percentile_ci(values, alpha)
+    return AucResult(auc, lo, hi, n_pos, n_neg, is_measurable(pp, pn), pp, pn)
+
+
+def paired_auc_difference(
+    y_true: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """AUC(a) - AUC(b) on the same rows with a paired stratified patient-bootstrap CI.
+
+    Returns ``{"auc_a", "auc_b", "diff", "ci_low", "ci_high", "excludes_zero", "n_pos", "n_neg",
+    "n_pos_patients", "n_neg_patients", "measurable", "n_boot"}``; ``diff`` is None when a class is absent.
+    """
+    y, sa, g = _known(np.asarray(y_true), np.asarray(scores_a), None if groups is None else np.asarray(groups))
+    _, sb, _ = _known(np.asarray(y_true), np.asarray(scores_b), None)
+    pp, pn = patient_counts(y, g)
+    out: dict[str, Any] = {"n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum()), "n_pos_patients": pp, "n_neg_patients": pn,
+                           "measurable": is_measurable(pp, pn), "n_boot": n_boot, "auc_a": None, "auc_b": None, "diff": None,
+                           "ci_low": None, "ci_high": None, "excludes_zero": False}
+    if out["n_pos"] == 0 or out["n_neg"] == 0:
+        return out
+    out["auc_a"], out["auc_b"] = roc_auc(y, sa), roc_auc(y, sb)
+    out["diff"] = out["auc_a"] - out["auc_b"]
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        boot = StratifiedPatientBootstrap(y, g)
+        diffs = []
+        for _ in range(n_boot):
+            idx = boot.indices(rng)
+            diffs.append(roc_auc(y[idx], sa[idx]) - roc_auc(y[idx], sb[idx]))
+        out["ci_low"], out["ci_high"] = percentile_ci(diffs, alpha)
+        out["excludes_zero"] = bool(out["ci_low"] is not None and (out["ci_low"] > 0 or out["ci_high"] < 0))
+    return out
 
 
 def per_label_auc(
@@ -122,7 +191,7 @@ def mean_auc(results: dict[str, AucResult]) -> float | None:
 
 
 def quick_mean_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Mean AUC over measurable columns without bootstrap (for validation during training)."""
+    """Mean AUC over columns with >= MIN_POS / MIN_NEG images, without bootstrap (validation during training)."""
     values = []
     for k in range(labels.shape[1]):
         y, s, _ = _known(labels[:, k], scores[:, k], None)
@@ -173,3 +242,27 @@ def _flat_known(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"labels and probabilities differ in size: {np.shape(y_true)} vs {np.shape(probs)}")
     keep = (y == 0) | (y == 1)
     return y[keep], p[keep]
+
+
+def per_label_ece(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str], n_bins: int = 10) -> dict[str, Any]:
+    """ECE of every label on its own known rows, and their mean (labels with both classes only).
+
+    Pooled ECE over all (image, label) pairs is dominated by easy negatives: a predictor that
+    ignores the image and outputs each label's prevalence scores well on it. Per-label ECE,
+    shown next to :func:`prevalence_ece`, says whether the probabilities carry information.
+    """
+    out: dict[str, Any] = {}
+    for k, name in enumerate(names):
+        y = np.asarray(y_true, dtype=np.float64)[:, k]
+        keep = (y == 0) | (y == 1)
+        if not ((y[keep] == 1).any() and (y[keep] == 0).any()):
+            continue
+        out[name] = {"ece": expected_calibration_error(y[keep], np.asarray(probs)[keep, k], n_bins), "n": int(keep.sum()), "n_pos": int((y[keep] == 1).sum())}
+    return {"per_label": out, "mean": float(np.mean([v["ece"] for v in out.values()])) if out else None, "n_bins": n_bins}
+
+
+def prevalence_ece(y_true: np.ndarray, prevalence: np.ndarray, names: Sequence[str], n_bins: int = 10) -> dict[str, Any]:
+    """:func:`per_label_ece` of the image-blind predictor that outputs each label's (train) prevalence."""
+    y = np.asarray(y_true, dtype=np.float64)
+    const = np.broadcast_to(np.asarray(prevalence, dtype=np.float64)[None, :], y.shape)
+    return per_label_ece(y, const, names, n_bins)

@@ -19,32 +19,33 @@ from radclip.eval.report_inputs import EvalInputs, RunConfig, collect_inputs, mo
 REPORT_VERSION = 1
 
 
-def performance(inputs: EvalInputs, n_boot: int, seed: int) -> dict[str, Any]:
-    """Per-label AUC with patient-bootstrap CIs for triage and zero-shot, side by side."""
-    from radclip.eval.metrics import mean_auc, per_label_auc
+def performance(inputs: EvalInputs, n_boot: int, seed: int, prevalence: np.ndarray | None = None) -> dict[str, Any]:
+    """Per-label AUC with stratified patient-bootstrap CIs for triage and zero-shot, and their paired difference."""
+    from radclip.eval.metrics import mean_auc, paired_auc_difference, per_label_auc
     from radclip.eval.triage_eval import Predictions, evaluate_predictions
 
     rows = inputs.nih_rows
     preds = Predictions(inputs.triage_logits[rows], inputs.labels[rows], list(inputs.frame["image_id"].iloc[rows]), list(inputs.patients[rows]))
-    tri = evaluate_predictions(preds, list(inputs.names), temperatures=inputs.triage_temperatures, n_boot=n_boot, seed=seed)
+    tri = evaluate_predictions(preds, list(inputs.names), temperatures=inputs.triage_temperatures, n_boot=n_boot, seed=seed, prevalence=prevalence)
     zs_res = per_label_auc(inputs.labels[rows], inputs.zs_scores[rows], inputs.names, groups=inputs.patients[rows], n_boot=n_boot, seed=seed)
     zs = {k: v.to_dict() for k, v in zs_res.items()}
     comparison = {}
-    for name in inputs.names:
-        t, z = tri["per_label"][name], zs[name]
-        if not (t["measurable"] and z["measurable"]):
+    for k, name in enumerate(inputs.names):
+        if not (tri["per_label"][name]["measurable"] and zs[name]["measurable"]):
             continue
-        overlap = None not in (t["ci_low"], t["ci_high"], z["ci_low"], z["ci_high"]) and z["ci_high"] >= t["ci_low"] and t["ci_high"] >= z["ci_low"]
-        comparison[name] = {"zs_minus_triage": z["auc"] - t["auc"], "zs_ge_triage": bool(z["auc"] >= t["auc"]), "ci_overlap": bool(overlap),
-                            "zs_matches_or_beats": bool(z["auc"] >= t["auc"] or overlap)}
+        d = paired_auc_difference(inputs.labels[rows, k], inputs.zs_scores[rows, k], inputs.triage_logits[rows, k], inputs.patients[rows], n_boot=n_boot, seed=seed + k)
+        verdict = "zero-shot better" if d["excludes_zero"] and d["diff"] > 0 else "supervised better" if d["excludes_zero"] else "no significant difference"
+        comparison[name] = {"zs_minus_triage": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "excludes_zero": d["excludes_zero"], "verdict": verdict}
     too_few = [n for n in inputs.names if not tri["per_label"][n]["measurable"]]
+    keys = ("per_label", "mean_auc", "ece", "brier", "ece_calibrated", "brier_calibrated", "ece_per_label", "ece_per_label_calibrated",
+            "ece_per_label_prevalence_baseline", "ece_prevalence_baseline_pooled")
     return {
         "n_images": int(len(rows)), "n_patients": int(len(set(inputs.patients[rows]))),
-        "triage": {k: tri[k] for k in ("per_label", "mean_auc", "ece", "brier", "ece_calibrated", "brier_calibrated") if k in tri},
+        "triage": {k: tri[k] for k in keys if k in tri},
         "zeroshot": {"per_label": zs, "mean_auc": mean_auc(zs_res)},
         "comparison": comparison,
-        "too_few_positives": {n: {"n_pos": tri["per_label"][n]["n_pos"], "n_neg": tri["per_label"][n]["n_neg"]} for n in too_few},
-        "bootstrap": {"n_boot": n_boot, "unit": "patient", "ci": 0.95, "seed": seed},
+        "too_few_positives": {n: {key: tri["per_label"][n][key] for key in ("n_pos", "n_neg", "n_pos_patients", "n_neg_patients")} for n in too_few},
+        "bootstrap": {"n_boot": n_boot, "unit": "patient, stratified by positive/negative patient", "ci": 0.95, "seed": seed},
     }
 
 
@@ -78,12 +79,23 @@ def core_metrics(inputs: EvalInputs, cfg: RunConfig) -> dict[str, Any]:
     """Everything the gate compares, plus the sections it is computed from."""
     from radclip.eval.gate import gate_metrics
 
-    perf = performance(inputs, cfg.n_boot, cfg.seed)
+    from radclip.eval.gate import score_block
+    from radclip.eval.triage_eval import train_prevalence
+    from radclip.io.manifest import data_snapshot, read_manifest
+
+    prevalence = train_prevalence(read_manifest(cfg.manifest), list(inputs.names), ["nih"])
+    perf = performance(inputs, cfg.n_boot, cfg.seed, prevalence)
     ret, _, _ = retrieval(inputs)
     fair = fairness(inputs, cfg.n_boot, cfg.seed)
-    ece = {"triage_uncalibrated": perf["triage"].get("ece"), "triage_calibrated": perf["triage"].get("ece_calibrated")}
-    meta = {"split": cfg.split, "n_images": int(len(inputs.frame)), "models": model_summary(inputs)}
-    gate = gate_metrics(perf["triage"]["per_label"], perf["zeroshot"]["per_label"], ret, ece, fair, meta)
+    tri = perf["triage"]
+    ece = {"triage_uncalibrated": tri.get("ece"), "triage_calibrated": tri.get("ece_calibrated"),
+           "triage_calibrated_mean_per_label": (tri.get("ece_per_label_calibrated") or {}).get("mean"),
+           "prevalence_baseline_mean_per_label": (tri.get("ece_per_label_prevalence_baseline") or {}).get("mean")}
+    meta = {"split": cfg.split, "data_snapshot": data_snapshot(cfg.manifest), "n_images": int(len(inputs.frame)), "models": model_summary(inputs)}
+    rows = inputs.nih_rows
+    scores = score_block(list(inputs.names), list(inputs.frame["image_id"].iloc[rows]), inputs.patients[rows], inputs.labels[rows],
+                         inputs.triage_logits[rows], inputs.zs_scores[rows])
+    gate = gate_metrics(tri["per_label"], perf["zeroshot"]["per_label"], ret, ece, fair, meta, scores)
     return {"performance": perf, "retrieval": ret, "fairness": fair, "gate": gate}
 
 

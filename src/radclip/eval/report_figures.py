@@ -194,7 +194,7 @@ def fairness_gaps(fair: dict[str, Any], out: Path) -> str | None:
     ax.axvline(0, color="black", lw=0.6)
     ax.set_yticks(range(len(entries)), [e[0] for e in entries], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("AUC gap = AUC(best group) - AUC(worst group), 95% paired patient-bootstrap CI\nred = flagged (gap > 0.05, dashed line)")
+    ax.set_xlabel("AUC gap = AUC(best group) - AUC(worst group), 95% paired patient-bootstrap CI\nred = flagged (whole CI above 0.05, dashed line)")
     ax.set_title("Subgroup AUC gaps", fontsize=10)
     return _save(fig, out, "fairness_gaps.png")
 

@@ -53,15 +53,18 @@ def _performance(r: dict[str, Any]) -> str:
     for n, t in p["triage"]["per_label"].items():
         z = p["zeroshot"]["per_label"][n]
         c = p["comparison"].get(n)
-        verdict = "–" if c is None else ("<b>yes</b> (point ≥)" if c["zs_ge_triage"] else ("yes (CIs overlap)" if c["ci_overlap"] else "no"))
-        rows.append([n, t["n_pos"], t["n_neg"], _ci(t), _ci(z), verdict])
-    table = _table(["finding", "n pos", "n neg", "supervised triage AUC [95% CI]", "zero-shot AUC [95% CI]", "zero-shot matches/beats?"], rows, raw=True)
-    few = ", ".join(f"{n} ({v['n_pos']} pos / {v['n_neg']} neg)" for n, v in p["too_few_positives"].items()) or "none"
+        verdict = "–" if c is None else f"{c['zs_minus_triage']:+.3f} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]: {escape(c['verdict'])}"
+        rows.append([n, f"{t['n_pos']} ({t.get('n_pos_patients', '?')})", f"{t['n_neg']} ({t.get('n_neg_patients', '?')})", _ci(t), _ci(z), verdict])
+    table = _table(["finding", "pos images (patients)", "neg images (patients)", "supervised triage AUC [95% CI]", "zero-shot AUC [95% CI]",
+                    "zero-shot − triage [paired 95% CI]"], rows, raw=True)
+    few = ", ".join(f"{n} ({v.get('n_pos_patients', v['n_pos'])} pos / {v.get('n_neg_patients', v['n_neg'])} neg patients)" for n, v in p["too_few_positives"].items()) or "none"
     tri = p["triage"]
     return (f"<h2>1. Performance</h2><p>n = {p['n_images']} labelled (NIH) images from {p['n_patients']} patients; CIs: {p['bootstrap']['n_boot']} "
             f"patient-level bootstrap resamples. Mean AUC over measurable findings: triage <b>{_f(tri['mean_auc'])}</b>, zero-shot <b>{_f(p['zeroshot']['mean_auc'])}</b>. "
             f"Triage ECE {_f(tri.get('ece'))} (uncalibrated), {_f(tri.get('ece_calibrated'))} (temperature-scaled).</p>{table}"
-            f"<p class=note>Too few positives to judge (&lt;3 positives or &lt;3 negatives): {escape(few)}.</p>"
+            f" Mean per-label ECE (temperature-scaled) {_f((tri.get('ece_per_label_calibrated') or {}).get('mean'))} against "
+            f"{_f((tri.get('ece_per_label_prevalence_baseline') or {}).get('mean'))} for an image-blind predictor of the training prevalence.</p>"
+            f"<p class=note>Too few patients to judge (&lt;3 positive or &lt;3 negative patients): {escape(few)}.</p>"
             f"{_img(r, 'auc_forest', 'AUC forest plot')}{_img(r, 'reliability', 'reliability diagram')}{_retrieval(r)}")
 
 
@@ -118,13 +121,13 @@ def _fairness(r: dict[str, Any]) -> str:
                 gtxt = "–" if gap is None else f"{gap['gap']:+.3f} [{_f(gap['ci_low'], 2)}, {_f(gap['ci_high'], 2)}] ({gap['higher']} − {gap['lower']})"
                 flag = "" if gap is None else ("<span class=flag>FLAG</span>" if gap["flagged"] else "ok")
                 rows.append([model, attr, label, grp, gtxt, flag, "–" if gap is None else _f(gap["excludes_zero"])])
-    table = _table(["model", "attribute", "finding", "group AUC [95% CI] (pos/neg)", "gap [95% CI]", "gap > 0.05?", "CI excludes 0"], rows, raw=True)
+    table = _table(["model", "attribute", "finding", "group AUC [95% CI] (pos/neg)", "gap [95% CI]", "flag (CI above 0.05)", "CI excludes 0"], rows, raw=True)
     pg = []
     for attr, labels in r.get("prompt_by_group", {}).items():
         for label, e in labels.items():
             pg.append([attr, label, f"{e['higher']} − {e['lower']}", min(e["gap_per_template"].values()), max(e["gap_per_template"].values()), e["spread"], "<span class=flag>yes</span>" if e["differs"] else "no"])
-    return (f"<h2>4. Fairness</h2><p>Labelled rows per group: {escape(groups)}. Groups need ≥3 positives and ≥3 negatives for an AUC. Gap CIs: paired bootstrap over patients "
-            f"({fr['n_boot']} resamples). {len(fr['flags'])} flag(s).</p>{table}{_img(r, 'fairness_gaps', 'fairness gaps')}"
+    return (f"<h2>4. Fairness</h2><p>Labelled rows per group: {escape(groups)}. Groups need ≥3 positive and ≥3 negative patients for an AUC. Gap CIs: paired bootstrap over patients "
+            f"({fr['n_boot']} resamples). A gap is flagged only when its whole 95% CI lies above 0.05. {len(fr['flags'])} flag(s).</p>{table}{_img(r, 'fairness_gaps', 'fairness gaps')}"
             "<h3>Does prompt wording affect groups differently?</h3><p>Zero-shot group gap per template; 'differs' = spread over templates &gt; 0.05 or a sign change.</p>"
             + _table(["attribute", "finding", "pair", "min gap", "max gap", "spread", "differs"], pg, raw=True)
             + "<p class=note><b>Ethnicity is absent</b> from every data source: performance across ethnic groups is not measured and cannot be claimed.</p>")

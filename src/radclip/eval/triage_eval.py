@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radclip.eval.metrics import brier_score, expected_calibration_error, mean_auc, per_label_auc
+from radclip.eval.metrics import brier_score, expected_calibration_error, mean_auc, per_label_auc, per_label_ece, prevalence_ece
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +57,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def evaluate_predictions(preds: Predictions, names: list[str], temperatures: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The report: per-label AUC with patient-bootstrap CI, mean AUC over measurable labels, ECE/Brier."""
+def evaluate_predictions(preds: Predictions, names: list[str], temperatures: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+                         prevalence: np.ndarray | None = None) -> dict[str, Any]:
+    """The report: per-label AUC with patient-bootstrap CI, mean AUC over measurable labels, ECE/Brier.
+
+    ECE is given pooled (for continuity) and per label with its mean; ``prevalence`` (K,) (the
+    training split's label prevalence) adds the image-blind baseline's per-label ECE beside it.
+    """
     known_any = ~np.all(np.isnan(preds.labels), axis=1)
     labels = preds.labels[known_any]
     logits = preds.logits[known_any]
@@ -75,14 +80,31 @@ def evaluate_predictions(preds: Predictions, names: list[str], temperatures: np.
         "unmeasurable_labels": [k for k, v in results.items() if not v.measurable],
         "positives": {k: v.n_pos for k, v in results.items()},
         "ece": expected_calibration_error(labels, probs),
+        "ece_per_label": per_label_ece(labels, probs, names),
         "brier": brier_score(labels, probs),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "patient" if groups is not None else "image", "ci": 0.95},
     }
     if temperatures is not None:
         cal = _sigmoid(logits / temperatures[None, :])
         report["ece_calibrated"] = expected_calibration_error(labels, cal)
+        report["ece_per_label_calibrated"] = per_label_ece(labels, cal, names)
         report["brier_calibrated"] = brier_score(labels, cal)
+    if prevalence is not None:
+        report["ece_per_label_prevalence_baseline"] = prevalence_ece(labels, prevalence, names)
+        report["ece_prevalence_baseline_pooled"] = expected_calibration_error(labels, np.broadcast_to(prevalence[None, :], labels.shape))
     return report
+
+
+def train_prevalence(frame: Any, names: list[str], sources: list[str] | None, split: str = "train") -> np.ndarray | None:
+    """Per-label prevalence (K,) of known labels on a manifest split (the image-blind baseline); None without such rows."""
+    rows = frame[frame["split"] == split] if "split" in frame.columns else frame
+    if sources:
+        rows = rows[rows["source"].isin(sources)]
+    values = rows[list(names)].astype(float).to_numpy()
+    known = (values == 0) | (values == 1)
+    if not known.any(axis=0).all():
+        return None
+    return np.where(known, values, 0).sum(0) / known.sum(0)
 
 
 def evaluate_triage(
@@ -106,9 +128,13 @@ def evaluate_triage(
     has_split = "split" in frame.columns and (frame["split"] != "").any()
     ds = ManifestDataset(frame, images_root, split=split if has_split else None, sources=sources, size=card.preprocessing.input_size, cache=False)
     preds = collect_logits(model, ds, card.preprocessing, batch_size=batch_size, keep_features=bboxes is not None)
+    from radclip.io.manifest import data_snapshot
+
     temps = temperatures_from_card(card)
-    report = evaluate_predictions(preds, list(card.labels), temperatures=temps, n_boot=n_boot)
-    report.update({"model": card.name, "model_version": card.version, "weights_sha256": card.weights_sha256, "split": split if has_split else None, "sources": sources, "manifest": str(manifest)})
+    prevalence = train_prevalence(frame, list(card.labels), sources or ['nih']) if has_split else None
+    report = evaluate_predictions(preds, list(card.labels), temperatures=temps, n_boot=n_boot, prevalence=prevalence)
+    report.update({"model": card.name, "model_version": card.version, "weights_sha256": card.weights_sha256, "split": split if has_split else None, "sources": sources,
+                   "manifest": str(manifest), "data_snapshot": data_snapshot(manifest)})
     if reliability_png is not None:
         _write_reliability(preds, temps, reliability_png, card.name)
         report["reliability_png"] = str(reliability_png)

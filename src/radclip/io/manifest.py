@@ -108,3 +108,17 @@ def parse_age(value: object) -> float:
 def labels_matrix(frame: pd.DataFrame) -> np.ndarray:
     """The (N, 14) float32 label matrix of a validated manifest, columns in NIH_LABELS order, NaN = unknown."""
     return frame.loc[:, list(NIH_LABELS)].to_numpy(dtype=np.float32, copy=True)
+
+
+def data_snapshot(path: str | Path) -> str:
+    """The identity of a manifest's data: ``sha256:<hex>`` of the file's bytes.
+
+    Every measured number (model cards, the gate baseline) records it, so a number is only ever
+    compared with one measured on the same data; a data version that changes the manifest changes it.
+    """
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"manifest not found: {p} (set RADCLIP_DATA_ROOT to the folder holding cxr/manifest.csv)")
+    return "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()

@@ -246,7 +246,7 @@ def _finish(cfg: TriageTrainConfig, model_cfg: dict[str, Any], pre: Any, weights
     model.load_state_dict(load_state_dict(weights_path))
     model.eval()
     val_auc, _, preds = _validate(model, val, pre, cfg)
-    temps = fit_temperatures(preds.logits, preds.labels)
+    temps = fit_temperatures(preds.logits, preds.labels, np.asarray(preds.patient_ids) if preds.patient_ids else None)
     counts = bin_counts(calibrated_probs(preds.logits, temps), preds.labels)
     card = ModelCard(
         name=cfg.name,
