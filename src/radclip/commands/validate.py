@@ -23,10 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from radclip.commands.report import run_config
-    from radclip.eval.gate import compare, format_diff, load_baseline
+    from radclip.eval.gate import REBASELINE_COMMAND, compare, format_diff, load_baseline
     from radclip.eval.report import compute_gate
-
-    from radclip.eval.gate import REBASELINE_COMMAND
     from radclip.io.manifest import data_snapshot
 
     try:

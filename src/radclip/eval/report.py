@@ -77,9 +77,7 @@ def fairness(inputs: EvalInputs, n_boot: int, seed: int) -> dict[str, Any]:
 
 def core_metrics(inputs: EvalInputs, cfg: RunConfig) -> dict[str, Any]:
     """Everything the gate compares, plus the sections it is computed from."""
-    from radclip.eval.gate import gate_metrics
-
-    from radclip.eval.gate import score_block
+    from radclip.eval.gate import gate_metrics, score_block
     from radclip.eval.triage_eval import train_prevalence
     from radclip.io.manifest import data_snapshot, read_manifest
 

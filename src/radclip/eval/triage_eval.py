@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radclip.eval.metrics import brier_score, expected_calibration_error, mean_auc, per_label_auc, per_label_ece, prevalence_ece
+from radclip.eval.metrics import (
+    brier_score,
+    expected_calibration_error,
+    mean_auc,
+    per_label_auc,
+    per_label_ece,
+    prevalence_ece,
+)
 
 if TYPE_CHECKING:
     import torch
