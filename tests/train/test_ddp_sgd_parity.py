@@ -1,7 +1,8 @@
 """One SGD step on 2 real gloo ranks x batch b equals one step in 1 process x batch 2b (the DDP all-gather's gradient).
 
-Nothing is replaced: the ranks are two processes joined by ``torch.distributed`` (gloo, CPU), the
-embeddings go through :func:`gather_features` and the gradients through the trainer's averaging.
+Nothing is replaced: the ranks are two processes joined by ``torch.distributed`` (gloo, CPU), seeded
+differently and synchronised by :func:`broadcast_model` as the trainer does; the embeddings go through
+:func:`gather_features`, label rows through :func:`gather_rows`, the gradients through the trainer's averaging.
 A gather that gives each rank the gradient of its own rows only (open_clip's ``local_loss`` bug)
 halves the step here, and the weights differ by 1.5 (measured).
 """
@@ -20,8 +21,8 @@ LR = 0.5
 SCALE = 10.0
 
 
-def _towers() -> torch.nn.ModuleDict:
-    torch.manual_seed(0)  # the same initial weights in every process
+def _towers(seed: int = 0) -> torch.nn.ModuleDict:
+    torch.manual_seed(seed)
     return torch.nn.ModuleDict(
         {"img": torch.nn.Linear(DIM_IMG, DIM_EMB), "txt": torch.nn.Linear(DIM_TXT, DIM_EMB)}
     ).double()
@@ -53,16 +54,27 @@ def _step(towers: torch.nn.ModuleDict, x_img: torch.Tensor, x_txt: torch.Tensor,
 def _rank_main(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from radclip.train.distributed import DistInfo
+    from radclip.train.distributed import DistInfo, broadcast_model, gather_rows, replica_divergence
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        towers = _towers()
+        info = DistInfo(rank=rank, local_rank=rank, world_size=2)
+        towers = _towers(
+            seed=rank
+        )  # as the trainer: each rank seeds with seed + rank, then rank 0's weights win
+        before = replica_divergence(towers, info)
+        broadcast_model(towers, info)
         x_img, x_txt = _data()
         mine = slice(rank * B, (rank + 1) * B)
-        _step(towers, x_img[mine], x_txt[mine], DistInfo(rank=rank, local_rank=rank, world_size=2))
-        torch.save(towers.state_dict(), f"{out}.{rank}")
+        rows = gather_rows(
+            torch.arange(B)[:, None] + 10 * rank, info
+        )  # e.g. the label vectors, in rank order
+        _step(towers, x_img[mine], x_txt[mine], info)
+        after = replica_divergence(towers, info)
+        torch.save(
+            {"state": towers.state_dict(), "rows": rows, "before": before, "after": after}, f"{out}.{rank}"
+        )
     finally:
         dist.destroy_process_group()
 
@@ -79,8 +91,12 @@ def test_two_ranks_step_like_one_process_with_the_whole_batch(tmp_path: Path) ->
     torch.multiprocessing.spawn(_rank_main, args=(str(tmp_path / "init"), out), nprocs=2, join=True)
     for rank in (0, 1):
         got = torch.load(f"{out}.{rank}")
+        assert (
+            got["before"] > 0.1 and got["after"] == 0.0
+        )  # replicas differ before the broadcast, agree after the step
+        assert got["rows"].squeeze(1).tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
         for name, want in ref.state_dict().items():
             assert not torch.allclose(want, start[name]), f"{name}: the reference step did not move it"
-            assert torch.allclose(got[name], want, rtol=0, atol=1e-6), (
-                f"rank {rank} {name}: max |diff| {float((got[name] - want).abs().max()):.2e} after one step"
+            assert torch.allclose(got["state"][name], want, rtol=0, atol=1e-6), (
+                f"rank {rank} {name}: max |diff| {float((got['state'][name] - want).abs().max()):.2e} after one step"
             )
