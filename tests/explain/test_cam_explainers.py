@@ -151,3 +151,13 @@ def test_normalize_maps_golden_values() -> None:
     cams = torch.tensor([[[[1.0, 3.0], [5.0, 2.0]]]])
     # (x - 1) / (5 - 1)
     assert torch.allclose(normalize_maps(cams), torch.tensor([[[[0.0, 0.5], [1.0, 0.25]]]]))
+
+
+def test_upsample_maps_uses_half_pixel_centres() -> None:
+    # 2 -> 4: output pixel x samples source (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 (clamped to [0, 1]),
+    # so along a row 0 -> 1 becomes 0, 0.25, 0.75, 1; aligned corners would give 0, 1/3, 2/3, 1
+    cams = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    row = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    want = torch.stack([row, row + 0.5, row + 1.5, row + 2.0])[None, None]
+    assert torch.allclose(upsample_maps(cams, 4), want)
+    assert upsample_maps(cams, (2, 2)) is cams  # already the input size: untouched
