@@ -7,7 +7,7 @@ pointing at the copy, and restores the file. A mutant is *killed* when the tests
 when they pass. A mutant whose ``old`` text is no longer in the source is reported as
 "mutant not applicable: source changed" and fails the run, so the list is kept up to date.
 
-    .venv/bin/python scripts/mutants.py                 # every mutant (about 5 minutes on 2 cores)
+    .venv/bin/python scripts/mutants.py                 # every mutant (about 6 minutes on 2 shared cores)
     .venv/bin/python scripts/mutants.py --module cam    # the mutants of one module
     .venv/bin/python scripts/mutants.py --only cam-normalize-no-eps --json out.json
     .venv/bin/python scripts/mutants.py --list
@@ -151,7 +151,8 @@ def _pytest(tests: list[str], copy_src: Path, timeout: float) -> tuple[int | Non
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    return proc.returncode, " | ".join(line for line in lines[-3:] if line.strip())
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]  # the test that caught it
+    return proc.returncode, failed[0] if failed else (lines[-1] if lines else "")
 
 
 def run_mutant(m: Mutant, copy_src: Path, timeout: float) -> Outcome:
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_mutant(m, copy_src, args.timeout)
             outcomes.append(out)
             print(
-                f"{out.status:15s} {out.name:34s} {out.seconds:6.1f} s  {out.detail if out.status != 'killed' else ''}",
+                f"{out.status:15s} {out.name:34s} {out.seconds:6.1f} s  {out.detail}",
                 flush=True,
             )
     if args.json:
