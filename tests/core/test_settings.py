@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from radclip.settings import Settings, SettingsError, load_settings, repository_
 
 
 def test_defaults_point_at_shared_data_and_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RADCLIP_HOME", raising=False)
+    for name in [n for n in os.environ if n.upper().startswith("RADCLIP_")]:  # the defaults, whatever the shell set
+        monkeypatch.delenv(name)
     s = load_settings()
     assert s.data_root == (repository_root() / ".." / "shared" / "data").resolve()
     assert s.home == Path("~/.radclip").expanduser()

@@ -41,7 +41,7 @@ def _manifest(tmp: Path) -> Path:
         rows.append({"image_id": f"i{i}", "source": source, "path": f"{i}.png", "patient_id": f"p{i // 2}", **labels, "no_finding": np.nan})
     path = tmp / "manifest.csv"
     pd.DataFrame(rows).to_csv(path, index=False)  # no split column: every row is evaluated
-    (tmp / "boxes.csv").write_text("image_id,label,x,y,w,h\ni1,Atelectasis,0,0,128,128\n")
+    (tmp / "boxes.csv").write_text("image_id,label,x,y,w,h\ni1,Atelectasis,192,128,64,64\ni1,Cardiomegaly,0,0,128,128\n")
     return path
 
 
@@ -60,15 +60,26 @@ def test_eval_cli_on_manifest_without_split(tmp_path: Path) -> None:
     assert rep["per_label"]["Mass"]["auc"] is None
     assert rep["ece_calibrated"] != rep["ece"]
     loc = rep["localization"]
-    assert loc["n_boxes"] == 1 and loc["pointing_game"] in (0.0, 1.0)
+    assert loc["n_boxes"] == 2 and [c["image_id"] for c in loc["cases"]] == ["i1", "i1"]
     # the AUC is the plain rank AUC of the model's logits
     from radclip.eval.triage_eval import collect_logits
     from radclip.io.datasets import ManifestDataset
     from radclip.models.registry import load_pretrained
 
     model, c = load_pretrained(card)
-    preds = collect_logits(model, ManifestDataset(manifest, tmp_path, size=32), c.preprocessing)
+    preds = collect_logits(model, ManifestDataset(manifest, tmp_path, size=32), c.preprocessing, keep_features=True)
     assert rep["per_label"]["Effusion"]["auc"] == pytest.approx(roc_auc(preds.labels[:10, 2], preds.logits[:10, 2]))
+    # the pointing game by hand: the 32x32 CAM of i1 peaks at (row, col) (18, 25) for Atelectasis, inside its
+    # box (x 192..256, y 128..192 of the 256 frame = cols 24..31, rows 16..23), and at (16, 21) for Cardiomegaly,
+    # outside its box (cols/rows 0..15): one hit of two
+    from radclip.explain.cam import class_activation_maps, upsample_maps
+
+    w, b = model.classifier.weight.detach(), model.classifier.bias.detach()
+    feats = torch.from_numpy(preds.features[1][None])
+    peaks = [divmod(int(upsample_maps(class_activation_maps(feats, w, b, [k]), 32).argmax()), 32) for k in (0, 1)]
+    assert peaks == [(18, 25), (16, 21)]
+    assert [(c["label"], c["hit"]) for c in loc["cases"]] == [("Atelectasis", True), ("Cardiomegaly", False)]
+    assert loc["pointing_game"] == 0.5
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped triage model not present")

@@ -37,19 +37,21 @@ def test_caption_for_labels() -> None:
     assert any(p in normal for p in ("normal", "clear", "no acute", "no active"))
 
 
-def test_ensemble_is_mean_of_normalised_then_renormalised() -> None:
-    # every prompt of a label is embedded to a fixed vector per template index, some not unit length
+def test_ensemble_is_renormalised_mean_of_raw_prompt_embeddings() -> None:
+    # prompts alternate e0 (length 1) and 3 * e1 (length 3); the code averages the raw vectors, then normalises
     def encode(texts: list[str]) -> np.ndarray:
-        rows = []
-        for i, _ in enumerate(texts):
-            v = np.zeros(4, np.float32)
-            v[i % 2] = 1.0 if i % 2 == 0 else 1.0
-            rows.append(v)
-        return np.stack(rows)
+        return np.stack([[1.0, 0, 0, 0] if i % 2 == 0 else [0, 3.0, 0, 0] for i in range(len(texts))]).astype(
+            np.float32
+        )
 
+    n = len(positive_prompts("Effusion"))
+    mean = np.array([(n + 1) // 2 * 1.0, n // 2 * 3.0, 0, 0]) / n  # 6 prompts: (0.5, 1.5) -> (0.3162, 0.9487)
     pos, neg = class_embeddings(encode, ["Effusion"])
-    # 6 prompts alternate e0, e1 -> mean (0.5, 0.5) -> renormalised (0.7071, 0.7071)
-    assert np.allclose(pos[0], [2**-0.5, 2**-0.5, 0, 0], atol=1e-6)
+    assert np.allclose(pos[0], mean / np.linalg.norm(mean), atol=1e-6)
+    if n == 6:
+        assert np.allclose(pos[0], [0.316228, 0.948683, 0, 0], atol=1e-6)
+    # a mean of the normalised vectors would be (0.7071, 0.7071) for 6 prompts: the test tells them apart
+    assert abs(pos[0, 1] - 2**-0.5) > 0.2
     assert np.allclose(np.linalg.norm(pos, axis=1), 1.0)
 
 
@@ -67,21 +69,23 @@ def test_scores_and_measurable_mean() -> None:
     assert mean_measurable_auc(labels, scores) == pytest.approx(0.75)
 
 
-def test_prompt_sensitivity_reports_every_template() -> None:
-    rng = np.random.default_rng(0)
-    table: dict[str, np.ndarray] = {}
+def test_prompt_sensitivity_golden_spread() -> None:
+    # the first template pair points positives to e0 and negatives to e1 (score x0 - x1, AUC 1 on this data);
+    # every other pair points them the other way (score x1 - x0, AUC 0): spread 1, std sqrt(n - 1) / n
+    names = ["Effusion", "Mass"]
+    toward_e0 = {p for lab in names for p in positive_prompts(lab, TEMPLATES[0])}
+    toward_e0 |= {p for lab in names for t in NEGATIVE_TEMPLATES[1:] for p in negative_prompts(lab, t)}
 
     def encode(texts: list[str]) -> np.ndarray:
-        out = [table.setdefault(t, rng.normal(size=8)) for t in texts]
-        arr = np.stack(out).astype(np.float32)
-        return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+        return np.array([[1.0, 0.0] if t in toward_e0 else [0.0, 1.0] for t in texts], np.float32)
 
-    img = rng.normal(size=(30, 8)).astype(np.float32)
-    labels = (rng.random((30, 2)) > 0.5).astype(np.float32)
-    out = prompt_sensitivity(encode, img, labels, ["Effusion", "Mass"])
-    assert set(out["mean_auc_per_template"]) == set(TEMPLATES)
-    vals = list(out["mean_auc_per_template"].values())
-    assert out["spread"] == pytest.approx(max(vals) - min(vals))
+    img = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4, np.float32)
+    labels = np.repeat(np.array([[1.0], [0.0]], np.float32), 4, axis=0).repeat(2, axis=1)
+    out = prompt_sensitivity(encode, img, labels, names)
+    n = len(TEMPLATES)
+    assert out["mean_auc_per_template"] == {t: (1.0 if i == 0 else 0.0) for i, t in enumerate(TEMPLATES)}
+    assert out["spread"] == pytest.approx(1.0)
+    assert out["std"] == pytest.approx((n - 1) ** 0.5 / n)  # 6 templates: 0.372678
 
 
 def test_cached_encoder_embeds_each_text_once() -> None:

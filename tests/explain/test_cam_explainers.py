@@ -20,7 +20,12 @@ class TinyNet(TriageNet):
 
     def __init__(self, channels: int = 6, num_classes: int = 3) -> None:
         super().__init__(TriageConfig(num_classes=num_classes))
-        self.features = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+        )
         self.num_features = channels
         self._make_head()
 
@@ -60,7 +65,9 @@ def test_cam_matches_pytorch_grad_cam_for_gap_linear_head() -> None:
     with pgc.GradCAM(model=model, target_layers=[model.features[-1]]) as theirs:
         ref = theirs(input_tensor=x, targets=[ClassifierOutputTarget(1)] * 2)
     out = model.predict(x)
-    ours = torch.relu(class_activation_maps(out.features, model.classifier.weight.detach(), None, [1]))  # Grad-CAM keeps the positive part
+    ours = torch.relu(
+        class_activation_maps(out.features, model.classifier.weight.detach(), None, [1])
+    )  # Grad-CAM keeps the positive part
     np.testing.assert_allclose(normalize_maps(ours)[:, 0].numpy(), ref, atol=1e-3)
     ours_grad = GradCAM(model)(x, [1])[:, 0].numpy()
     np.testing.assert_allclose(ours_grad, ref, atol=1e-3)
@@ -130,3 +137,27 @@ def test_upsample_and_overlay_png(tmp_path: Path) -> None:
     assert rgb[0, 0, 0] > rgb[0, 0, 2], "hot end of jet is red"
     path = save_overlay_png(tmp_path / "o.png", img, [up[0, 0].numpy()], ["x"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (2, 3, 1, 1)], ids=["constant-7x7", "1x1-feature-map"])
+def test_normalize_maps_turns_flat_maps_into_zeros_not_nan(shape: tuple[int, ...]) -> None:
+    flat = torch.full(shape, 3.5)
+    flat[1] = -2.0  # a different constant per map: each map is normalised on its own
+    out = normalize_maps(flat)
+    assert torch.equal(out, torch.zeros(shape))  # without the clamp: 0/0 = NaN everywhere
+
+
+def test_normalize_maps_golden_values() -> None:
+    cams = torch.tensor([[[[1.0, 3.0], [5.0, 2.0]]]])
+    # (x - 1) / (5 - 1)
+    assert torch.allclose(normalize_maps(cams), torch.tensor([[[[0.0, 0.5], [1.0, 0.25]]]]))
+
+
+def test_upsample_maps_uses_half_pixel_centres() -> None:
+    # 2 -> 4: output pixel x samples source (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 (clamped to [0, 1]),
+    # so along a row 0 -> 1 becomes 0, 0.25, 0.75, 1; aligned corners would give 0, 1/3, 2/3, 1
+    cams = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    row = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    want = torch.stack([row, row + 0.5, row + 1.5, row + 2.0])[None, None]
+    assert torch.allclose(upsample_maps(cams, 4), want)
+    assert upsample_maps(cams, (2, 2)) is cams  # already the input size: untouched

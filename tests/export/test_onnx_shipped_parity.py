@@ -104,7 +104,7 @@ def test_fused_screen_graph_of_the_shipped_models(exported: Path, test_split) ->
     files = find_exports(exported, tcard, partner=ccard)
     if n == 0:  # 0.2.0: its trunk's BN statistics drifted from the triage backbone's (docs/medclip.md)
         assert "no trunk block is shared" in lines[0] and "screen" not in files
-        return
+        pytest.skip(f"{ccard.name} shares no trunk block with {tcard.name}: no fused graph to check ({lines[0]})")
     assert f"{n} shared trunk blocks" in lines[0] and "parity" in lines[0] and "screen" in files
     images = _images(test_split, tcard.preprocessing.input_size)
     separate = OnnxTriageRunner(tcard, files["triage"])

@@ -42,7 +42,7 @@ def test_missing_weights_file_is_explained(tmp_path) -> None:
         load_open_clip("ViT-B-32", weights=tmp_path / "nope.safetensors")
 
 
-def test_biomedclip_style_local_dir_loads_offline_without_config_edits(tmp_path) -> None:
+def test_biomedclip_style_local_dir_loads_offline_without_config_edits(tmp_path, monkeypatch) -> None:
     """A BiomedCLIP-layout folder (timm ViT + Hugging Face BERT text tower named by hub id) loads offline.
 
     The folder is what a user copies from the hub: ``open_clip_config.json`` naming the text model
@@ -91,8 +91,19 @@ def test_biomedclip_style_local_dir_loads_offline_without_config_edits(tmp_path)
         want_txt = F.normalize(ref.encode_text(tokenizer(texts)), dim=-1)
         got_img, got_txt = ours.encode_image(x), ours.encode_text(texts)
     assert torch.allclose(got_img, want_img, atol=1e-6) and torch.allclose(got_txt, want_txt, atol=1e-6)
-    with pytest.raises(Exception):  # noqa: B017 - without it, the hub id cannot be resolved offline (OSError here)
+    # without text_model_dir the text tower is looked up by hub id: a download, made to fail here whatever the network
+    from open_clip import hf_model
+
+    asked: list[str] = []
+
+    def no_download(name: str, *args: object, **kwargs: object) -> None:
+        asked.append(name)
+        raise OSError(f"download of {name} refused by the test")
+
+    monkeypatch.setattr(hf_model.AutoConfig, "from_pretrained", no_download)
+    with pytest.raises(OSError, match="refused by the test"):
         load_open_clip(f"local-dir:{folder}")
+    assert asked == [hub_id]
     with pytest.raises(ValueError, match="local-dir"):
         load_open_clip("ViT-B-32", text_model_dir=bert)
     with pytest.raises(FileNotFoundError, match="config.json"):

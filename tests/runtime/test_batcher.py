@@ -11,23 +11,36 @@ from radclip.runtime.batcher import BatcherConfig, MicroBatcher
 
 
 def test_concurrent_calls_are_batched_and_results_routed() -> None:
+    """40 calls submitted from 32 threads while the worker is busy form batches of 16, 16 and 8, in order."""
     sizes: list[int] = []
-    gate = threading.Event()
+    running, release = threading.Event(), threading.Event()
 
     def fn(items):  # type: ignore[no-untyped-def]
-        gate.wait(5)  # hold the first batch so the rest queue up
+        running.set()
+        release.wait(30)  # hold the first batch so the rest queue up
         return [x * 10 for x in items]
 
-    b = MicroBatcher(fn, BatcherConfig(max_batch=16, max_wait_ms=50), on_batch=sizes.append)
+    b = MicroBatcher(fn, BatcherConfig(max_batch=16, max_wait_ms=0), on_batch=sizes.append)
+    first = b.submit(-1)
+    assert running.wait(30)  # the worker holds [-1] ...
     with ThreadPoolExecutor(32) as pool:
-        futs = [pool.submit(b, i) for i in range(40)]
-        gate.set()
-        results = [f.result() for f in futs]
+        futs = list(pool.map(b.submit, range(40)))  # ... while 32 threads queue 40 calls
+    release.set()
+    results = [f.result(30) for f in futs]
     b.close()
-    assert results == [i * 10 for i in range(40)]
-    assert sum(sizes) == 40
-    assert max(sizes) <= 16
-    assert len(sizes) < 40  # at least some batching happened
+    assert first.result(30) == -10 and results == [i * 10 for i in range(40)]
+    assert sizes == [1, 16, 16, 8]
+
+
+def test_positive_wait_holds_the_first_item_until_the_batch_is_full() -> None:
+    sizes: list[int] = []
+    b = MicroBatcher(
+        lambda items: list(items), BatcherConfig(max_batch=4, max_wait_ms=600_000), on_batch=sizes.append
+    )
+    futs = [b.submit(i) for i in range(6)]  # a 10-minute wait: only a full batch releases the first four
+    assert [f.result(30) for f in futs[:4]] == [0, 1, 2, 3]
+    b.close()  # the close sentinel ends the wait of the last two
+    assert [f.result(30) for f in futs[4:]] == [4, 5] and sizes == [4, 2]
 
 
 def test_error_reaches_every_caller_of_that_batch_only() -> None:
@@ -47,8 +60,6 @@ def test_error_reaches_every_caller_of_that_batch_only() -> None:
 
 def test_default_batcher_never_waits_for_a_lone_item_but_batches_a_queue() -> None:
     """Greedy default: a lone call runs at once; calls queued while a batch runs become the next batch."""
-    import time
-
     sizes: list[int] = []
     running, release = threading.Event(), threading.Event()
 
@@ -60,9 +71,7 @@ def test_default_batcher_never_waits_for_a_lone_item_but_batches_a_queue() -> No
     b = MicroBatcher(fn, on_batch=sizes.append)  # default config
     assert b.config.max_wait_ms == 0
     release.set()
-    t0 = time.perf_counter()
-    assert b(1) == 1
-    assert time.perf_counter() - t0 < 0.5 and sizes == [1]
+    assert b(1) == 1 and sizes == [1]  # alone: a batch of one
     release.clear()
     running.clear()
     first = b.submit(0)

@@ -55,8 +55,16 @@ def test_explain_returns_overlay_png(live_server) -> None:  # type: ignore[no-un
     assert r.status_code == 200, r.text
     import base64
 
+    from radclip.io.contract import to_contract_tensor
+    from radclip.io.loader import load_image
+
     img = Image.open(io.BytesIO(base64.b64decode(r.json()["overlay_png_base64"])))
-    assert img.size[0] > 0 and r.json()["cam_shape"] == [224, 224]
+    assert img.size == (224, 224) and img.mode == "RGB" and r.json()["cam_shape"] == [224, 224]
+    # overlay = 0.6 * the uploaded image (at the contract size) + 0.4 * a colour in [0, 1]: solve for the colour
+    grey = to_contract_tensor(load_image(_png()).pixels, 224)[0].astype(np.float64)
+    colour = (np.asarray(img, np.float64) / 255 - 0.6 * grey[..., None]) / 0.4
+    assert colour.min() > -0.01 and colour.max() < 1.01  # another image, or no blending, leaves [0, 1]
+    assert np.abs(np.diff(colour, axis=2)).max() > 0.5  # the heat map is in colour, not grey
 
 
 def _problem(r: httpx.Response, status: int) -> dict:  # type: ignore[type-arg]

@@ -1,4 +1,8 @@
-"""All-gather with gradient, simulated as a two-rank world by replacing the collectives (as open_clip's tests do)."""
+"""All-gather with gradient, simulated as a two-rank world by replacing the collectives (as open_clip's tests do).
+
+This checks the arithmetic around the collectives only; the collectives themselves (the gradient each
+rank gets back) are checked for real in ``test_ddp_sgd_parity.py``.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.ui.conftest import ARTIFACTS, LiveServer, screenshot
+from tests.ui.conftest import LiveServer, screenshot
 
 PCT = re.compile(r"^\d{1,3}%$")
 CANVAS_STATS = """(id) => {
@@ -282,24 +282,17 @@ def test_errors_are_readable_and_help_lists_shortcuts(page: Any, ui_server: Any,
     assert not page.evaluate("document.getElementById('help').open")
 
 
-def test_measure_first_paint_and_time_to_screening(page: Any, ui_server: Any, sample_images: dict[str, Path]) -> None:
-    """Numbers quoted in docs/ui.md (written to test-artifacts/ui/perf.json)."""
+def test_page_exposes_what_the_ui_benchmark_reads(page: Any, ui_server: Any, sample_images: dict[str, Path]) -> None:
+    """benchmarks/ui_bench.py times the page (paint entries, ``lastStudyMs``); here: those exist and follow each study."""
     open_page(page, ui_server)
-    paint = page.evaluate("Object.fromEntries(performance.getEntriesByType('paint').map(e => [e.name, e.startTime]))")
-    nav = page.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
-    runs = []
-    for _ in range(3):
+    paint = page.evaluate("performance.getEntriesByType('paint').map(e => e.name)")
+    assert "first-contentful-paint" in paint
+    assert page.evaluate("window.radclip.lastStudyMs") is None  # no study opened yet
+    for _ in range(2):
+        page.evaluate("document.querySelector('#triage-list').replaceChildren(); window.radclip.lastStudyMs = null")
         upload(page, sample_images["dicom"])
-        runs.append(page.evaluate("window.radclip.lastStudyMs"))
-        page.evaluate("document.querySelector('#triage-list').replaceChildren()")
-    fcp = paint.get("first-contentful-paint", paint.get("first-paint"))
-    assert fcp is not None and 0 < fcp < 5000
-    assert all(0 < r < 30_000 for r in runs)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = {"first_paint_ms": paint.get("first-paint"), "first_contentful_paint_ms": fcp,
-           "dom_content_loaded_ms": nav["domContentLoadedEventEnd"], "study_to_screening_ms": runs,
-           "models": ui_server.state.model_versions()}  # fmt: skip
-    (ARTIFACTS / "perf.json").write_text(json.dumps(out, indent=2, default=str))
+        page.wait_for_function("window.radclip.lastStudyMs > 0")  # set once image, findings and screening show
+        assert page.locator("#triage-list .finding").count() == 14
 
 
 @pytest.mark.parametrize("asset", ["../service/app.py", "..%2Fservice%2Fapp.py", "js/../../settings.py"])

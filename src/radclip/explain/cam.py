@@ -45,7 +45,7 @@ def upsample_maps(cams: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
 
 
 def normalize_maps(cams: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Min-max normalise each ``(h, w)`` map to [0, 1] (a constant map becomes all zeros)."""
+    """Min-max normalise each ``(h, w)`` map to [0, 1] (a constant or 1x1 map becomes all zeros, not NaN)."""
     lo = cams.amin(dim=(-2, -1), keepdim=True)
     hi = cams.amax(dim=(-2, -1), keepdim=True)
     return (cams - lo) / (hi - lo).clamp_min(eps)

@@ -10,7 +10,8 @@ as negatives. :func:`gather_features` concatenates them in rank order:
   tensor back in its slot, so gradients flow only through the local rows.
 
 The collective calls go through :func:`_all_gather_with_grad` and :func:`_all_gather_no_grad`,
-which tests replace to simulate a two-rank world without processes.
+which tests replace to simulate a two-rank world without processes; ``tests/train/test_ddp_sgd_parity.py``
+runs them for real (two gloo processes, one SGD step compared with one process on the whole batch).
 """
 
 from __future__ import annotations
