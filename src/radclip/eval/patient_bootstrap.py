@@ -164,3 +164,46 @@ def auc_entry(
     """One JSON-ready AUC row: the AUC, its stratified patient CI and the counts (with ``measurable``)."""
     auc, lo, hi, c = patient_stratified_bootstrap_auc(y, score, patient_ids, n_boot, seed)
     return {"auc": auc, "lo": lo, "hi": hi, "n_boot": n_boot, **c.to_dict()}
+
+
+def paired_mean_diff(
+    labels: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    patient_ids: np.ndarray,
+    columns: Sequence[int],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Mean over ``columns`` of AUC(a) - AUC(b), with a CI from joint patient resamples.
+
+    One set of patients serves every column (the labels share images), so the strata of the single-label
+    bootstrap cannot be kept; a column that loses a class in a resample is left out of that resample's
+    mean (``columns`` should be the measurable ones, where this is rare: the count is reported).
+    """
+    pid = np.asarray(patient_ids)
+    uniq, inverse = np.unique(pid, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)[:, inverse].astype(float)
+    point, boots = [], []
+    for k in columns:
+        y, a, b = labels[:, k].astype(np.float64), scores_a[:, k], scores_b[:, k]
+        keep = ~np.isnan(y) & np.isfinite(a) & np.isfinite(b)
+        ones = np.ones((1, int(keep.sum())))
+        point.append(weighted_auc(y[keep], a[keep], ones)[0] - weighted_auc(y[keep], b[keep], ones)[0])
+        if n_boot > 0:
+            boots.append(
+                weighted_auc(y[keep], a[keep], w[:, keep]) - weighted_auc(y[keep], b[keep], w[:, keep])
+            )
+    out: dict[str, Any] = {
+        "diff": float(np.mean(point)) if point else None,
+        "lo": None,
+        "hi": None,
+        "n_columns": len(point),
+    }
+    if boots:
+        stacked = np.stack(boots, axis=1)  # (n_boot, K)
+        out["resamples_missing_a_class"] = int(np.isnan(stacked).any(axis=1).sum())
+        out["lo"], out["hi"] = _interval(np.nanmean(stacked, axis=1), alpha)
+    return out
