@@ -118,3 +118,24 @@ def test_shipped_card_names_covid_as_notes_transfer() -> None:
         pytest.skip("radclip-medclip-mini is not shipped in this checkout")
     covid = covid_tasks(_frame())[0]
     assert label_kind(covid, f"{card.source} {card.training_data}") == "prompt_transfer_from_notes"
+
+
+def test_command_summary_names_both_numbers() -> None:
+    from radclip.commands.eval_zeroshot import summary
+
+    row = {"auc": 0.8, "lo": 0.7, "hi": 0.9, "n_pos_patients": 5, "n_neg_patients": 7}
+    report = {
+        "split": "test",
+        "prompt_transfer": {
+            "mean_auc": 0.6,
+            "measurable_labels": ["Effusion"],
+            "mean_diff_vs_triage": {"diff": -0.1, "lo": -0.2, "hi": 0.0},
+        },
+        "zero_shot": {"pediatric_pneumonia": row},
+        "prompt_transfer_from_notes": {"covid19_vs_nih_no_finding": row},
+    }
+    out = summary(report)
+    assert out["prompt_transfer_mean_auc"] == 0.6 and out["prompt_transfer_minus_triage"] == [-0.1, -0.2, 0.0]
+    assert out["zero_shot/pediatric_pneumonia"][:3] == [0.8, 0.7, 0.9]
+    assert "prompt_transfer_from_notes/covid19_vs_nih_no_finding" in out
+    assert not any(k.startswith("zero_shot/covid") for k in out)
