@@ -139,3 +139,9 @@ def test_command_summary_names_both_numbers() -> None:
     assert out["zero_shot/pediatric_pneumonia"][:3] == [0.8, 0.7, 0.9]
     assert "prompt_transfer_from_notes/covid19_vs_nih_no_finding" in out
     assert not any(k.startswith("zero_shot/covid") for k in out)
+
+
+def test_no_finding_column_means_no_beyond_nih_tasks() -> None:
+    frame = _frame().drop(columns=["finding"])
+    assert pediatric_pneumonia_task(frame) is None
+    assert [t.name for t in covid_tasks(frame)] == []

@@ -48,6 +48,8 @@ def evaluation_frame(manifest: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
 
 def _finding(frame: pd.DataFrame) -> pd.Series:
+    if "finding" not in frame.columns:  # optional column: without it only the NIH labels can be evaluated
+        return pd.Series("", index=frame.index)
     return frame["finding"].fillna("").astype(str).str.strip().str.lower()
 
 
@@ -97,7 +99,9 @@ def _task(
     triage_label: str | None = None,
 ) -> Task | None:
     rows = np.flatnonzero((pos | neg).to_numpy())
-    if len(rows) == 0:
+    if (
+        not pos.any()
+    ):  # the condition is absent from the split: no task (without negatives it is kept, unmeasured)
         return None
     return Task(
         name, condition, rows, pos.to_numpy()[rows].astype(np.float64), pos_txt, neg_txt, triage_label
