@@ -22,6 +22,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("train", "clip"), "train_clip"),
     (("eval", "triage"), "eval_triage"),
     (("eval", "zeroshot"), "eval_zeroshot"),
+    (("eval", "labeller"), "eval_labeller"),
     (("eval", "retrieval"), "eval_retrieval"),
     (("conditions",), "conditions"),
     (("index",), "index"),

@@ -1,4 +1,9 @@
-"""The shipped radclip-medclip-mini card's test-split numbers are reproduced by both eval commands."""
+"""The shipped radclip-medclip-mini card's test-split numbers are reproduced by both eval commands.
+
+The card's "zeroshot" block was measured with the training-worded prompts (before issue 20), so it is
+reproduced with ``--prompt-set training``: that number is supervised transfer, not zero-shot. The
+honest measurement (``--prompt-set eval``, the default) is in docs/medclip.md until the card is remade.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,10 @@ def test_eval_commands_reproduce_card(card: dict, cxr_manifest: Path, tmp_path: 
     require_same_data(card["metrics"]["zeroshot"].get("data_snapshot"), cxr_manifest, "the image-text card's zero-shot")
     zs_out, rt_out = tmp_path / "zs.json", tmp_path / "rt.json"
     common = ["--manifest", str(cxr_manifest), "--split", "test", "--model", "radclip-medclip-mini"]
-    assert main(["eval", "zeroshot", *common, "--n-boot", "0", "--out", str(zs_out)]) == 0
+    assert (
+        main(["eval", "zeroshot", *common, "--prompt-set", "training", "--n-boot", "0", "--out", str(zs_out)])
+        == 0
+    )
     assert main(["eval", "retrieval", *common, "--out", str(rt_out)]) == 0
     zs, rt = json.loads(zs_out.read_text()), json.loads(rt_out.read_text())
     want = card["metrics"]

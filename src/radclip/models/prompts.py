@@ -2,8 +2,9 @@
 
 Each of the 14 NIH findings (and "no finding") has radiology phrases (``FINDING_PHRASES``);
 ``TEMPLATES`` turn a phrase into a sentence ("chest x-ray showing {}"), ``NEGATIVE_TEMPLATES``
-state its absence ("no {} is seen"). Zero-shot scores a finding by the ensembled positive
-prompts against the ensembled negative prompts (see :mod:`radclip.eval.zeroshot`).
+state its absence ("no {} is seen"). The service screens with the ensembled positive prompts
+against the ensembled negative prompts. These sentences are also the training captions, so no
+evaluation may score with them: :mod:`radclip.eval.prompt_sets` holds the frozen evaluation wording.
 :func:`caption_for_labels` writes a training caption for a label vector, e.g.
 "chest x-ray showing small left pleural effusion and cardiomegaly".
 """

@@ -110,15 +110,29 @@ def _add_nih(
     neg_rng: random.Random | None = None,
 ) -> None:
     from radclip.io.datasets import ManifestDataset
-    from radclip.models.prompts import caption_for_labels, negated_caption
 
     ds = ManifestDataset(manifest, root, split=split, sources=["nih"], size=size)
     lab = _nih_labels(ds.frame)
+    for i, caps in enumerate(nih_captions(lab, n_caps, rng, n_neg, neg_rng)):
+        b.add_image(ds.image(i), lab[i], [b.add_text(c, lab[i]) for c in caps], paired=False)
+
+
+def nih_captions(
+    labels: np.ndarray, n_caps: int, rng: random.Random, n_neg: int = 0, neg_rng: random.Random | None = None
+) -> list[list[str]]:
+    """Per image (rows of ``labels``, NIH_LABELS order first), the sorted distinct captions training uses.
+
+    Exposed so the evaluation prompt set can be checked against exactly what the trainer builds.
+    """
+    from radclip.models.prompts import caption_for_labels, negated_caption
+
     neg_rng = neg_rng or random.Random(1)  # own stream: the plain captions are the same with or without
-    for i in range(len(ds)):
-        caps = {caption_for_labels(lab[i, :14], rng=rng) for _ in range(n_caps)}
-        caps |= {negated_caption(lab[i, :14], rng=neg_rng) for _ in range(n_neg)}
-        b.add_image(ds.image(i), lab[i], [b.add_text(c, lab[i]) for c in sorted(caps)], paired=False)
+    out = []
+    for row in labels:
+        caps = {caption_for_labels(row[:14], rng=rng) for _ in range(n_caps)}
+        caps |= {negated_caption(row[:14], rng=neg_rng) for _ in range(n_neg)}
+        out.append(sorted(caps))
+    return out
 
 
 def _add_notes(b: _Builder, manifest: str | Path, root: str | Path, split: str, size: int) -> None:
@@ -201,7 +215,9 @@ class FeatureBank:
     (images by ``(key, index)``, texts by string) instead of being re-run every step.
     """
 
-    def __init__(self, model: object, batch: int = 32, cache_dir: str | Path | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self, model: object, batch: int = 32, cache_dir: str | Path | None = None, read_only: bool = False
+    ) -> None:
         self.model = model
         self.batch = batch
         self.read_only = read_only  # read the on-disk cache but never write it (DDP ranks other than 0)
