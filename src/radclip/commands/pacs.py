@@ -66,27 +66,32 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
+def _fhir_client(url: str | None, settings: Any) -> Any:
+    """A FhirClient for ``url`` with the RADCLIP_FHIR_* authentication; None without a URL."""
+    from radclip.integrations.fhir_auth import auth_from_settings
+    from radclip.integrations.fhir_client import FhirClient, FhirClientConfig
+
+    url = url or settings.fhir_url
+    return FhirClient(FhirClientConfig(url, auth=auth_from_settings(settings))) if url else None
+
+
 def _stack(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, Any, Any]:
     """(pipeline, ingestor, queue, fhir client or None)."""
     from radclip.integrations.delivery_queue import DeliveryQueue
-    from radclip.integrations.fhir_client import FhirClient
     from radclip.integrations.ingest import Ingestor
     from radclip.integrations.pipeline import build_pipeline
 
-    client = FhirClient(args.fhir) if args.fhir else None
+    client = _fhir_client(args.fhir, settings)
     context_fn = None
     if client is not None and args.fhir_context:
         from radclip.integrations.fhir_exchange import fetch_context
 
-        context_fn = lambda meta: fetch_context(client, meta)  # noqa: E731
+        context_fn = lambda meta: fetch_context(client, meta, settings.fhir_mrn_system)  # noqa: E731
     pipeline = build_pipeline(settings, context_fn=context_fn)
     queue = DeliveryQueue.for_home(settings.home)
-    return (
-        pipeline,
-        Ingestor(pipeline, settings.home, queue, max_pixels=settings.max_image_pixels),
-        queue,
-        client,
-    )
+    ingestor = Ingestor(pipeline, settings.home, queue, max_pixels=settings.max_image_pixels,
+                        create_patient=settings.fhir_create_patient)  # fmt: skip
+    return pipeline, ingestor, queue, client
 
 
 def _listen(args: argparse.Namespace, settings: Any) -> int:
@@ -147,15 +152,19 @@ def _sync(args: argparse.Namespace, settings: Any) -> int:
 
 def _deliver(args: argparse.Namespace, settings: Any) -> int:
     from radclip.integrations.delivery_queue import DeliveryQueue
-    from radclip.integrations.fhir_client import FhirClient
 
-    if not args.fhir:
+    try:
+        client = _fhir_client(args.fhir, settings)
+    except (ValueError, OSError) as exc:  # incomplete OAuth2 settings, unreadable private key
+        print(f"radclip pacs deliver: {exc}", file=sys.stderr)
+        return 2
+    if client is None:
         print(
             "radclip pacs deliver: no FHIR server; pass --fhir URL or set RADCLIP_FHIR_URL", file=sys.stderr
         )
         return 2
     queue = DeliveryQueue.for_home(settings.home)
-    with FhirClient(args.fhir) as client:
+    with client:
         stats = queue.deliver_pending(client)
     print(json.dumps({**stats.__dict__, "outbox": queue.counts()}))
     return 3 if stats.server_down else 0

@@ -56,12 +56,14 @@ class Ingestor:
     """See the module docstring. ``queue`` None: results are processed and indexed but not sent to FHIR."""
 
     def __init__(self, processor: StudyProcessor, home: Path, queue: DeliveryQueue | None = None,
-                 max_pixels: int | None = None, on_result: Callable[[IngestResult], None] | None = None) -> None:  # fmt: skip
+                 max_pixels: int | None = None, on_result: Callable[[IngestResult], None] | None = None,
+                 create_patient: bool = False) -> None:  # fmt: skip
         self.processor = processor
         self.on_result = on_result  # called with every result (processed or quarantined), e.g. for metrics
         self.quarantine_dir = Path(home).expanduser() / "quarantine"
         self.queue = queue
         self.max_pixels = max_pixels
+        self.create_patient = create_patient  # no Patient with the MRN: conditional create (RADCLIP_FHIR_CREATE_PATIENT)
         self.counters: Counter[str] = Counter()  # processed / quarantined / queued: the ingestion metrics
         self._lock = threading.Lock()  # one image through the models at a time
 
@@ -117,7 +119,7 @@ class Ingestor:
             key = delivery_key(
                 processed.study_instance_uid, processed.sop_instance_uid, processed.model_versions
             )
-            tx = report_delivery(processed.bundle, processed.context, key)
+            tx = report_delivery(processed.bundle, processed.context, key, create_patient=self.create_patient)
             queued = self.queue.enqueue(key, tx, processed.study_instance_uid)
             self.counters["queued"] += int(queued)
         self.counters["processed"] += 1

@@ -39,14 +39,14 @@ class ModelPipeline:
     """See the module docstring. Not thread-safe: callers serialise ``process`` (the Ingestor does)."""
 
     def __init__(self, parts: PipelineParts, pseudonymise: Callable[[str | None], str | None], image_dir: Path,
-                 context_fn: Callable[[ImageMeta], PatientStudyContext] | None = None, threshold: float = 0.5) -> None:  # fmt: skip
+                 context_fn: Callable[[ImageMeta], PatientStudyContext] | None = None, report_options: Any = None) -> None:  # fmt: skip
         self.parts = parts
         self.pseudonymise = pseudonymise  # raw patient id -> pseudonym (phi.Pseudonymiser.pseudonym)
         self.image_dir = Path(image_dir)
         self.context_fn = (
             context_fn or context_from_dicom
         )  # e.g. fhir_exchange.fetch_context bound to a client
-        self.threshold = threshold  # Observation.valueBoolean cut-off
+        self.report_options = report_options  # fhir_report.ReportOptions (MRN system, detail); None: defaults
 
     def model_versions(self) -> dict[str, str]:
         p = self.parts
@@ -58,11 +58,19 @@ class ModelPipeline:
             out["registry"] = str(token())
         return out
 
+    def model_identities(self) -> list[Any]:
+        """The models as :class:`radclip.integrations.fhir_provenance.ModelIdentity` (triage first)."""
+        from radclip.integrations.fhir_provenance import model_identity
+
+        p = self.parts
+        return [model_identity("triage", p.triage.card)] + ([model_identity("clip", p.clip.card)] if p.clip is not None else [])
+
     def findings_for(
         self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
     ) -> tuple[list[Any], np.ndarray | None]:
         """Report findings (triage, then zero-shot not covered by triage) and the image embedding."""
         from radclip.integrations.fhir_report import report_findings
+        from radclip.integrations.operating_points import triage_operating_points
 
         p = self.parts
         result = p.triage.run(contract)
@@ -73,7 +81,8 @@ class ModelPipeline:
                 from radclip.engine.rules import StudyContext
 
                 screened = p.screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view)).findings
-        return report_findings(result.labels, result.probs, screened), embedding
+        ops = triage_operating_points(result.labels, getattr(p.triage.card, "calibration", None))
+        return report_findings(result.labels, result.probs, screened, ops), embedding
 
     def _index(
         self, ctx: PatientStudyContext, clip_input: np.ndarray, patient_ref: str | None, summary: str
@@ -93,7 +102,7 @@ class ModelPipeline:
         return index.add_studies([record]) == 1
 
     def process(self, loaded: LoadedImage, source_ref: str) -> ProcessedStudy:
-        from radclip.integrations.fhir_report import build_report_bundle
+        from radclip.integrations.fhir_report import build_readable_report
 
         ctx = self.context_fn(loaded.meta)
         p = self.parts
@@ -107,13 +116,11 @@ class ModelPipeline:
             )
         items, _ = self.findings_for(contract, clip_input, ctx)
         versions = self.model_versions()
-        bundle = build_report_bundle(items, ctx, versions, threshold=self.threshold)
+        bundle = build_readable_report(items, ctx, self.model_identities(), self.report_options)
         ranked = sorted(((f.name, f.confidence, f.source) for f in items), key=lambda t: -t[1])
         patient_ref = self.pseudonymise(ctx.patient_id)
-        summary = (
-            "; ".join(f"{n} {c:.2f}" for n, c, _ in ranked if c >= self.threshold)
-            or "no finding above threshold"
-        )
+        present = sorted((f for f in items if f.present), key=lambda f: -f.confidence)
+        summary = "; ".join(f"{f.name} {f.confidence:.2f}" for f in present) or "no finding above threshold"
         indexed = self._index(ctx, clip_input, patient_ref, summary) if clip_input is not None else False
         return ProcessedStudy(study_instance_uid=ctx.study_instance_uid, sop_instance_uid=ctx.sop_instance_uid or loaded.meta.sop_instance_uid,
                               patient_ref=patient_ref, bundle=bundle, findings=ranked, indexed=indexed,
@@ -162,6 +169,9 @@ def build_pipeline(settings: Any, context_fn: Callable[[ImageMeta], PatientStudy
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    from radclip.integrations.fhir_report import ReportOptions
+
     home = Path(settings.home).expanduser()
+    options = ReportOptions(mrn_system=getattr(settings, "fhir_mrn_system", None), detail=bool(getattr(settings, "fhir_report_detail", False)))
     return ModelPipeline(load_parts(settings, with_clip), Pseudonymiser.for_home(home).pseudonym,
-                         home / "pacs" / "index-images", context_fn=context_fn)  # fmt: skip
+                         home / "pacs" / "index-images", context_fn=context_fn, report_options=options)  # fmt: skip
