@@ -6,7 +6,9 @@
   radclip pacs status                  # outbox / quarantine / sync counts (no patient data)
 
 Results are always queued in $RADCLIP_HOME/integrations/outbox.db first; with --fhir (or
-RADCLIP_FHIR_URL) they are delivered as soon as the server accepts them.
+RADCLIP_FHIR_URL) they are delivered as soon as the server accepts them. With
+RADCLIP_PACS_RETURN_AE or RADCLIP_PACS_RETURN_DICOMWEB, a DICOM SR and a heat-map image of each
+screened image go back to the PACS (queued in $RADCLIP_HOME/pacs/dicom-outbox/ until accepted).
 """
 
 from __future__ import annotations
@@ -89,8 +91,13 @@ def _stack(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, Any, Any]
         context_fn = lambda meta: fetch_context(client, meta, settings.fhir_mrn_system)  # noqa: E731
     pipeline = build_pipeline(settings, context_fn=context_fn)
     queue = DeliveryQueue.for_home(settings.home)
+    from radclip.integrations.dicom_return import DicomReturn
+
+    dicom_return = DicomReturn.from_settings(settings)
+    if dicom_return is not None:
+        dicom_return.flush()  # objects left from a run while the PACS was down
     ingestor = Ingestor(pipeline, settings.home, queue, max_pixels=settings.max_image_pixels,
-                        create_patient=settings.fhir_create_patient)  # fmt: skip
+                        create_patient=settings.fhir_create_patient, dicom_return=dicom_return)  # fmt: skip
     return pipeline, ingestor, queue, client
 
 
@@ -187,7 +194,9 @@ def _status(settings: Any) -> int:
         if outbox_db.is_file()
         else {"pending": 0, "delivered": 0, "failed": 0}
     )
-    print(json.dumps({"outbox": outbox, "quarantined": len(quarantine),
+    dicom_outbox = home / "pacs" / "dicom-outbox"
+    dicom_pending = len(list(dicom_outbox.glob("*.dcm"))) if dicom_outbox.is_dir() else 0
+    print(json.dumps({"outbox": outbox, "quarantined": len(quarantine), "dicom_results_pending": dicom_pending,
                       "quarantine_dir": str(home / "quarantine"), "dicomweb_instances_done": synced}))  # fmt: skip
     return 0
 

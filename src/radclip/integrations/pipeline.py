@@ -47,6 +47,7 @@ class ModelPipeline:
             context_fn or context_from_dicom
         )  # e.g. fhir_exchange.fetch_context bound to a client
         self.report_options = report_options  # fhir_report.ReportOptions (MRN system, detail); None: defaults
+        self.heatmaps = False  # compute the top finding's heat map (for the DICOM results sent back to PACS)
 
     def model_versions(self) -> dict[str, str]:
         p = self.parts
@@ -69,6 +70,13 @@ class ModelPipeline:
         self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
     ) -> tuple[list[Any], np.ndarray | None]:
         """Report findings (triage, then zero-shot not covered by triage) and the image embedding."""
+        items, embedding, _ = self._screen(contract, clip_input, ctx)
+        return items, embedding
+
+    def _screen(
+        self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
+    ) -> tuple[list[Any], np.ndarray | None, Any]:
+        """:meth:`findings_for` plus the triage result (its feature map gives the heat map)."""
         from radclip.integrations.fhir_report import report_findings
         from radclip.integrations.operating_points import triage_operating_points
 
@@ -82,7 +90,22 @@ class ModelPipeline:
 
                 screened = p.screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view)).findings
         ops = triage_operating_points(result.labels, getattr(p.triage.card, "calibration", None))
-        return report_findings(result.labels, result.probs, screened, ops), embedding
+        return report_findings(result.labels, result.probs, screened, ops), embedding, result
+
+    def heatmap(self, contract: np.ndarray, result: Any, items: list[Any], size: int = 512) -> tuple[np.ndarray, str]:
+        """(RGB overlay, caption) of the class activation map of the top triage finding (the best present one,
+        else the most likely), over the contract image, resized to ``size``."""
+        from PIL import Image
+
+        from radclip.explain.overlay import overlay
+
+        triage = [f for f in items if f.source == "triage"]
+        top = max(triage, key=lambda f: (f.present, f.confidence))
+        rgb = overlay(contract[0], self.parts.triage.cam(result, top.name), alpha=0.4)
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+        state = "above" if top.present else "below"
+        caption = f"{top.name.replace('_', ' ')} {top.confidence:.2f} ({state} threshold {min(top.threshold, 1):.2f}); class activation map"
+        return rgb, caption
 
     def _index(
         self, ctx: PatientStudyContext, clip_input: np.ndarray, patient_ref: str | None, summary: str
@@ -114,7 +137,8 @@ class ModelPipeline:
                 if p.clip.input_size == p.triage.input_size
                 else to_contract_tensor(loaded.pixels, p.clip.input_size)
             )
-        items, _ = self.findings_for(contract, clip_input, ctx)
+        items, _, result = self._screen(contract, clip_input, ctx)
+        heat = self.heatmap(contract, result, items) if self.heatmaps else None
         versions = self.model_versions()
         bundle = build_readable_report(items, ctx, self.model_identities(), self.report_options)
         ranked = sorted(((f.name, f.confidence, f.source) for f in items), key=lambda t: -t[1])
@@ -124,7 +148,8 @@ class ModelPipeline:
         indexed = self._index(ctx, clip_input, patient_ref, summary) if clip_input is not None else False
         return ProcessedStudy(study_instance_uid=ctx.study_instance_uid, sop_instance_uid=ctx.sop_instance_uid or loaded.meta.sop_instance_uid,
                               patient_ref=patient_ref, bundle=bundle, findings=ranked, indexed=indexed,
-                              model_versions=versions, context=ctx)  # fmt: skip
+                              model_versions=versions, context=ctx, report_items=items, models=self.model_identities(),
+                              heatmap=heat[0] if heat else None, heatmap_caption=heat[1] if heat else "")  # fmt: skip
 
     def close(self) -> None:
         for fn in self.parts.closers:
@@ -173,5 +198,7 @@ def build_pipeline(settings: Any, context_fn: Callable[[ImageMeta], PatientStudy
 
     home = Path(settings.home).expanduser()
     options = ReportOptions(mrn_system=getattr(settings, "fhir_mrn_system", None), detail=bool(getattr(settings, "fhir_report_detail", False)))
-    return ModelPipeline(load_parts(settings, with_clip), Pseudonymiser.for_home(home).pseudonym,
-                         home / "pacs" / "index-images", context_fn=context_fn, report_options=options)  # fmt: skip
+    pipeline = ModelPipeline(load_parts(settings, with_clip), Pseudonymiser.for_home(home).pseudonym,
+                             home / "pacs" / "index-images", context_fn=context_fn, report_options=options)  # fmt: skip
+    pipeline.heatmaps = bool(getattr(settings, "pacs_return_ae", None) or getattr(settings, "pacs_return_dicomweb", None))
+    return pipeline
