@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -171,6 +172,14 @@ def pipeline(tiny_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     pipe.home = home  # type: ignore[attr-defined]
     yield pipe
     pipe.close()
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines dicom3tools' validator prints for ``path`` (skips when dciodvfy is missing)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) is not installed: apt-get install dicom3tools")
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 # -- FHIR helpers ---------------------------------------------------------------------------------

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
-from conftest import dicom_variant
+from conftest import dciodvfy_errors, dicom_variant
 from radclip.integrations.dicom_results import NOT_FOR_DIAGNOSIS, build_results
 from radclip.integrations.fhir_provenance import ModelIdentity
 from radclip.integrations.fhir_report import ReportFinding
@@ -19,14 +16,6 @@ from radclip.integrations.fhir_report import ReportFinding
 MODELS = [ModelIdentity("triage", "radclip-mobilenetv2-nih", "0.1.0", "09" * 32)]
 FINDINGS = [ReportFinding("Effusion", 0.81, "triage"), ReportFinding("Mass", 0.2, "triage"),
             ReportFinding("rib_fracture", 0.7, "zero-shot")]  # fmt: skip
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines dicom3tools' validator prints for ``path`` (skips when dciodvfy is missing)."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (Debian dicom3tools) is not installed: apt-get install dicom3tools")
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def _values(ds: Any) -> list[tuple[str, Any]]:

@@ -35,6 +35,21 @@ class PipelineParts:
     closers: list[Callable[[], None]] = field(default_factory=list)  # release resources (db engines)
 
 
+def heatmap_overlay(triage: Any, contract: np.ndarray, result: Any, items: list[Any], size: int = 512) -> tuple[np.ndarray, str]:
+    """(RGB overlay, caption): the class activation map of the top triage finding (the best present one,
+    else the most likely) over the contract image, resized to ``size`` x ``size``."""
+    from PIL import Image
+
+    from radclip.explain.overlay import overlay
+
+    top = max((f for f in items if f.source == "triage"), key=lambda f: (f.present, f.confidence))
+    rgb = overlay(contract[0], triage.cam(result, top.name), alpha=0.4)
+    rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    state = "above" if top.present else "below"
+    name = top.name.replace("_", " ")
+    return rgb, f"{name} {top.confidence:.2f} ({state} threshold {min(top.threshold, 1):.2f}); class activation map"
+
+
 class ModelPipeline:
     """See the module docstring. Not thread-safe: callers serialise ``process`` (the Ingestor does)."""
 
@@ -92,21 +107,6 @@ class ModelPipeline:
         ops = triage_operating_points(result.labels, getattr(p.triage.card, "calibration", None))
         return report_findings(result.labels, result.probs, screened, ops), embedding, result
 
-    def heatmap(self, contract: np.ndarray, result: Any, items: list[Any], size: int = 512) -> tuple[np.ndarray, str]:
-        """(RGB overlay, caption) of the class activation map of the top triage finding (the best present one,
-        else the most likely), over the contract image, resized to ``size``."""
-        from PIL import Image
-
-        from radclip.explain.overlay import overlay
-
-        triage = [f for f in items if f.source == "triage"]
-        top = max(triage, key=lambda f: (f.present, f.confidence))
-        rgb = overlay(contract[0], self.parts.triage.cam(result, top.name), alpha=0.4)
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-        state = "above" if top.present else "below"
-        caption = f"{top.name.replace('_', ' ')} {top.confidence:.2f} ({state} threshold {min(top.threshold, 1):.2f}); class activation map"
-        return rgb, caption
-
     def _index(
         self, ctx: PatientStudyContext, clip_input: np.ndarray, patient_ref: str | None, summary: str
     ) -> bool:
@@ -138,7 +138,7 @@ class ModelPipeline:
                 else to_contract_tensor(loaded.pixels, p.clip.input_size)
             )
         items, _, result = self._screen(contract, clip_input, ctx)
-        heat = self.heatmap(contract, result, items) if self.heatmaps else None
+        heat = heatmap_overlay(p.triage, contract, result, items) if self.heatmaps else None
         versions = self.model_versions()
         bundle = build_readable_report(items, ctx, self.model_identities(), self.report_options)
         ranked = sorted(((f.name, f.confidence, f.source) for f in items), key=lambda t: -t[1])
