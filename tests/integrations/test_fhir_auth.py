@@ -130,3 +130,13 @@ def test_auth_from_settings(tmp_path: Path, keys: tuple[str, str, object]) -> No
     assert auth_from_settings(load_settings(home=tmp_path)) is None
     with pytest.raises(ValueError, match="RADCLIP_FHIR_CLIENT_ID"):
         auth_from_settings(load_settings(home=tmp_path, fhir_token_url="https://idp/token"))
+
+
+def test_cli_client_carries_the_configured_auth(server: TokenServer, tmp_path: Path) -> None:
+    from radclip.commands.pacs import _fhir_client
+    from radclip.settings import load_settings
+
+    settings = load_settings(home=tmp_path, fhir_url=f"{server.base}/fhir/R4", fhir_token="static-t0ken")
+    with _fhir_client(None, settings) as client:  # RADCLIP_FHIR_URL + RADCLIP_FHIR_TOKEN, no --fhir
+        assert client.search("Patient") == [] and server.state.fhir_ok == 1
+    assert _fhir_client(None, load_settings(home=tmp_path)) is None

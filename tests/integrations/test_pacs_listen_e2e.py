@@ -60,6 +60,13 @@ def _start_listen(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
     return proc
 
 
+def _listen_env(tmp_path: Path, models: tuple[Path, Path], fhir_url: str, pacs_port: int) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "RADCLIP_HOME": str(tmp_path / "home"),
+            "RADCLIP_TRIAGE_MODEL": str(models[0]), "RADCLIP_CLIP_MODEL": str(models[1]),
+            "RADCLIP_FHIR_URL": fhir_url, "RADCLIP_FHIR_MRN_SYSTEM": MRN_SYSTEM, "RADCLIP_TORCH_THREADS": "1",
+            "RADCLIP_PACS_RETURN_AE": f"ORTHANC@127.0.0.1:{pacs_port}", "RADCLIP_LOG_LEVEL": "INFO"}  # fmt: skip
+
+
 def test_storescu_to_radclip_puts_results_in_pacs_and_fhir(tiny_models: tuple[Path, Path], orthanc: Any, fhir_server: Any,
                                                            real_dicom: Path, tmp_path: Path) -> None:  # fmt: skip
     mrn = "MRN-E2E-0001"
@@ -69,10 +76,7 @@ def test_storescu_to_radclip_puts_results_in_pacs_and_fhir(tiny_models: tuple[Pa
     ds.save_as(path, enforce_file_format=True)
     with FhirClient(fhir_server.url) as client:
         pid = make_patient(client, mrn)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RADCLIP_HOME": str(tmp_path / "home"),
-           "RADCLIP_TRIAGE_MODEL": str(tiny_models[0]), "RADCLIP_CLIP_MODEL": str(tiny_models[1]),
-           "RADCLIP_FHIR_URL": fhir_server.url, "RADCLIP_FHIR_MRN_SYSTEM": MRN_SYSTEM, "RADCLIP_TORCH_THREADS": "1",
-           "RADCLIP_PACS_RETURN_AE": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "RADCLIP_LOG_LEVEL": "INFO"}  # fmt: skip
+    env = _listen_env(tmp_path, tiny_models, fhir_server.url, orthanc.dicom_port)
     port, log = free_port(), tmp_path / "listen.log"
     _storescu(path, orthanc.dicom_port, "ORTHANC")  # the modality stores the original in the PACS
     proc = _start_listen(env, port, log)

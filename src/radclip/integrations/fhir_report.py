@@ -188,6 +188,28 @@ def _panel(members: Sequence[dict[str, Any]], summary: str, subject: Any, issued
     return _validated(panel)
 
 
+RADIOLOGY = {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}
+IMAGING_STUDY_CODE = {"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}
+
+
+def _report(
+    present: Sequence[ReportFinding], results: Sequence[dict[str, Any]], conclusion: str,
+    models: Sequence[ModelIdentity], stamp: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The DiagnosticReport (not yet validated; subject and identifier are added by the caller)."""
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport", "id": str(uuid.uuid4()), "meta": {"security": [AIAST]},
+        "status": "preliminary", "category": [{"coding": [RADIOLOGY]}],
+        "code": {"coding": [IMAGING_STUDY_CODE], "text": "radclip chest X-ray AI triage"},
+        "issued": stamp, "result": [{"reference": f"urn:uuid:{o['id']}"} for o in results], "conclusion": conclusion,
+        "extension": [{"url": MODEL_EXT, "valueString": f"{m.role}={m.name}@{m.version}"} for m in models],
+    }  # fmt: skip
+    coded = [code_for(f.name)["coding"][0] for f in present if f.name in SNOMED_CODES]
+    if coded:
+        report["conclusionCode"] = [{"coding": [c], "text": c["display"]} for c in coded]
+    return report
+
+
 def build_readable_report(
     findings: Sequence[ReportFinding],
     context: PatientStudyContext,
@@ -215,34 +237,7 @@ def build_readable_report(
     if options.detail:
         members = [_observation(f, subject, uid, stamp, components_model) for f in findings if not f.present]
         results.append(_panel(members, conclusion, subject, stamp))
-    coded = [code_for(f.name)["coding"][0] for f in present if f.name in SNOMED_CODES]
-    report: dict[str, Any] = {
-        "resourceType": "DiagnosticReport",
-        "id": str(uuid.uuid4()),
-        "meta": {"security": [AIAST]},
-        "status": "preliminary",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                        "code": "RAD",
-                        "display": "Radiology",
-                    }
-                ]
-            }
-        ],
-        "code": {
-            "coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}],
-            "text": "radclip chest X-ray AI triage",
-        },
-        "issued": stamp,
-        "result": [{"reference": f"urn:uuid:{o['id']}"} for o in results],
-        "conclusion": conclusion,
-        "extension": [{"url": MODEL_EXT, "valueString": f"{m.role}={m.name}@{m.version}"} for m in models],
-    }
-    if coded:
-        report["conclusionCode"] = [{"coding": [c], "text": c["display"]} for c in coded]
+    report = _report(present, results, conclusion, models, stamp)
     if subject:
         report["subject"] = subject
     if uid:
@@ -283,12 +278,14 @@ def build_report_bundle(
                                  context.study_instance_uid, stamp, components_model) for f in findings]  # fmt: skip
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport", "id": str(uuid.uuid4()), "meta": {"security": [AIAST]}, "status": "preliminary",
-        "code": {"coding": [{"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}], "text": "radclip chest X-ray AI screening"},
+        "category": [{"coding": [RADIOLOGY]}], "code": {"coding": [IMAGING_STUDY_CODE], "text": "radclip chest X-ray AI screening"},
         "issued": stamp, "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
         "conclusion": "AI-generated preliminary findings; not a radiologist's report.",
         "extension": [{"url": MODEL_EXT, "valueString": f"{role}={v}"} for role, v in sorted(model_versions.items())],
     }  # fmt: skip
     if subject:
         report["subject"] = subject
+    if context.study_instance_uid:
+        report["identifier"] = [{"system": "urn:dicom:uid", "value": f"urn:oid:{context.study_instance_uid}"}]
     entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in (_validated(report), *observations)]
     return _validated({"resourceType": "Bundle", "type": "collection", "entry": entries})
