@@ -32,7 +32,8 @@ mkdir -p "$STORAGE/db"
 CONFIG="$STORAGE/orthanc.json"
 LOG="$STORAGE/orthanc.log"
 PLUGIN="/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-MODALITIES="${RADCLIP_ORTHANC_MODALITIES:-{\"radclip\": [\"RADCLIP_SCU\", \"127.0.0.1\", 104]\}}"
+# RADCLIP_SCU: the tests' sender; RADCLIP: radclip sending its SR and heat maps back (RADCLIP_PACS_RETURN_AE)
+MODALITIES="${RADCLIP_ORTHANC_MODALITIES:-{\"radclip\": [\"RADCLIP_SCU\", \"127.0.0.1\", 104], \"radclip-results\": [\"RADCLIP\", \"127.0.0.1\", 104]\}}"
 cat > "$CONFIG" <<JSON
 {
   "Name": "radclip-test-orthanc",

@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RADCLIP_"
@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     index_on_start: bool = Field(default=True, description="Build or load the retrieval index on a background thread at service start.")
     seed_conditions: bool = Field(default=True, description="Register the shipped seed conditions when the registry is empty.")
     max_image_pixels: int = Field(default=50_000_000, ge=1_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
+    # -- hospital integration (radclip pacs): FHIR output, authentication, results back to PACS --
+    fhir_url: str | None = Field(default=None, description="FHIR R4 base URL results are delivered to (radclip pacs --fhir default).")
+    fhir_mrn_system: str | None = Field(default=None, description="Patient.identifier system of the DICOM PatientID (the MRN); the report's subject is found by Patient?identifier=SYSTEM|MRN.")
+    fhir_create_patient: bool = Field(default=False, description="No Patient with the MRN: create one holding only the identifier (conditional create) instead of a logical reference.")
+    fhir_report_detail: bool = Field(default=False, description="Also send the below-threshold findings, as Observations under one panel Observation (hasMember).")
+    fhir_token: SecretStr | None = Field(default=None, description="Static bearer token for the FHIR server.")
+    fhir_token_url: str | None = Field(default=None, description="OAuth2 token endpoint (client credentials / SMART Backend Services).")
+    fhir_client_id: str | None = Field(default=None, description="OAuth2 client id.")
+    fhir_client_secret: SecretStr | None = Field(default=None, description="OAuth2 client secret (client_secret_basic); unset with a private key = SMART Backend Services.")
+    fhir_private_key: Path | None = Field(default=None, description="PEM RSA private key for SMART Backend Services (private_key_jwt, RS384).")
+    fhir_key_id: str | None = Field(default=None, description="kid of the private key in the client's registered JWKS.")
+    fhir_scope: str | None = Field(default=None, description="OAuth2 scope, e.g. 'system/DiagnosticReport.write system/Patient.read'.")
+    pacs_return_ae: str | None = Field(default=None, description="Send the DICOM SR and heat map back by C-STORE to AET@host:port.")
+    pacs_return_dicomweb: str | None = Field(default=None, description="Send the DICOM SR and heat map back by STOW-RS to this DICOMweb base URL.")
 
     @field_validator("home", "data_root", mode="after")
     @classmethod
@@ -76,6 +90,15 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis:// (e.g. redis://127.0.0.1:6379/0)")
+        return value
+
+    @field_validator("pacs_return_ae")
+    @classmethod
+    def _check_return_ae(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(r"[ -~]{1,16}@[^:@\s]+:\d{1,5}", value):
+            raise ValueError("must be AET@host:port, e.g. ORTHANC@127.0.0.1:4242 (AE title at most 16 characters)")
         return value
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,11 +167,30 @@ def pipeline(tiny_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     from radclip.settings import load_settings
 
     home = tmp_path_factory.mktemp("pacs-home")
-    settings = load_settings(home=home, triage_model=str(tiny_models[0]), clip_model=str(tiny_models[1]))
+    settings = load_settings(home=home, triage_model=str(tiny_models[0]), clip_model=str(tiny_models[1]), fhir_mrn_system=MRN_SYSTEM)
     pipe = build_pipeline(settings)
     pipe.home = home  # type: ignore[attr-defined]
     yield pipe
     pipe.close()
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines dicom3tools' validator prints for ``path`` (skips when dciodvfy is missing)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) is not installed: apt-get install dicom3tools")
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+# -- FHIR helpers ---------------------------------------------------------------------------------
+MRN_SYSTEM = "urn:oid:1.2.36.146.595.217.0.1"  # the hospital's MRN system in the tests (RADCLIP_FHIR_MRN_SYSTEM)
+
+
+def make_patient(client: Any, mrn: str) -> str:
+    """A Patient whose server id differs from its MRN (``Patient.identifier``); returns the server id."""
+    made = client.create({"resourceType": "Patient", "identifier": [{"system": MRN_SYSTEM, "value": mrn}], "gender": "female"})
+    assert made["id"] != mrn
+    return str(made["id"])
 
 
 # -- DICOM helpers --------------------------------------------------------------------------------

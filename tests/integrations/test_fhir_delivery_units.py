@@ -26,7 +26,8 @@ def _client(handler: Any, retries: int = 2) -> FhirClient:
 def _delivery(n: int) -> dict[str, Any]:
     from radclip.integrations.fhir_context import PatientStudyContext
     from radclip.integrations.fhir_exchange import delivery_key, report_delivery
-    from radclip.integrations.fhir_report import ReportFinding, build_report_bundle
+    from radclip.integrations.fhir_provenance import ModelIdentity
+    from radclip.integrations.fhir_report import ReportFinding, build_readable_report
 
     ctx = PatientStudyContext(
         patient_id="p1",
@@ -34,13 +35,15 @@ def _delivery(n: int) -> dict[str, Any]:
         series_instance_uid="1.2.3.9",
         sop_instance_uid="1.2.3.9.1",
     )
-    bundle = build_report_bundle([ReportFinding("Effusion", 0.7, "triage")], ctx, {"triage": "t@1"})
+    bundle = build_readable_report([ReportFinding("Effusion", 0.7, "triage")], ctx, [ModelIdentity("triage", "t", "1", "ab" * 32)])
     return report_delivery(
         bundle, ctx, delivery_key(ctx.study_instance_uid, ctx.sop_instance_uid, {"triage": "t@1"})
     )
 
 
 def _batch_ok(request: httpx.Request) -> httpx.Response:
+    if request.method == "GET" and request.url.path.endswith("/Patient"):  # no Patient with the MRN
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "entry": []})
     if request.url.path.endswith("/ImagingStudy"):
         return httpx.Response(201, json={"resourceType": "ImagingStudy", "id": "is1"})
     entries = json.loads(request.content)["entry"]
@@ -95,13 +98,18 @@ def test_delivery_is_deterministic_and_links_the_study() -> None:
     assert [e["request"]["url"] for e in a["batch"]["entry"]] == [
         e["request"]["url"] for e in b["batch"]["entry"]
     ]
-    report = a["batch"]["entry"][-1]["resource"]
-    assert (
-        report["resourceType"] == "DiagnosticReport"
-        and report["imagingStudy"][0]["reference"] == "urn:radclip:imaging-study"
-    )
+    kinds = [e["resource"]["resourceType"] for e in a["batch"]["entry"]]
+    assert kinds == ["Device", "Observation", "DiagnosticReport", "Provenance"]  # referenced before referencing
+    report = a["batch"]["entry"][2]["resource"]
+    assert report["imagingStudy"][0]["reference"] == "urn:radclip:imaging-study"
+    assert report["subject"] == {"reference": "urn:radclip:subject"} and a["patient"]["identifier"] == {"value": "p1"}
     assert a["imaging_study"]["if_none_exist"] == "identifier=urn:dicom:uid|urn:oid:1.2.3.1"
-    assert a["batch"]["entry"][-1]["request"]["url"] != _delivery(2)["batch"]["entry"][-1]["request"]["url"]
+    assert a["batch"]["entry"][2]["request"]["url"] != _delivery(2)["batch"]["entry"][2]["request"]["url"]
+    # the Device is the model's, shared by every result; the Provenance points at the stable ids
+    assert a["batch"]["entry"][0]["request"]["url"] == _delivery(2)["batch"]["entry"][0]["request"]["url"]
+    prov = a["batch"]["entry"][3]["resource"]
+    assert {t["reference"] for t in prov["target"]} == {e["request"]["url"] for e in a["batch"]["entry"][1:3]}
+    assert prov["agent"][0]["who"]["reference"] == a["batch"]["entry"][0]["request"]["url"]
 
 
 def test_outbox_dedups_marks_failed_and_keeps_order(tmp_path: Path) -> None:
@@ -113,8 +121,8 @@ def test_outbox_dedups_marks_failed_and_keeps_order(tmp_path: Path) -> None:
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        if body["resourceType"] == "ImagingStudy":
+        body = json.loads(request.content) if request.content else {}
+        if body.get("resourceType") == "ImagingStudy":
             seen.append(body["identifier"][0]["value"])
             if body["identifier"][0]["value"].endswith(".1"):
                 return httpx.Response(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PHI_NAME, dicom_variant, send_c_store
+from conftest import PHI_NAME, dicom_variant, make_patient, send_c_store
 
 
 def test_cli_sync_once_delivers_and_reports_status(tiny_models: tuple[Path, Path], orthanc: Any, fhir_server: Any, real_dicom: Path,
@@ -26,6 +26,8 @@ def test_cli_sync_once_delivers_and_reports_status(tiny_models: tuple[Path, Path
         orthanc.dicom_port,
         "ORTHANC",
     ) == [0]
+    with FhirClient(fhir_server.url) as client:
+        pid = make_patient(client, patient_id)
     argv = ["pacs", "sync", "--dicomweb", orthanc.dicomweb, "--once", "--fhir", fhir_server.url]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -38,7 +40,7 @@ def test_cli_sync_once_delivers_and_reports_status(tiny_models: tuple[Path, Path
         "failed": 0,
     }
     with FhirClient(fhir_server.url) as client:
-        assert client.count("DiagnosticReport", {"patient": f"Patient/{patient_id}"}) == 1
+        assert client.count("DiagnosticReport", {"patient": f"Patient/{pid}"}) == 1
     assert main(["pacs", "status"]) == 0
     status = capsys.readouterr().out
     assert (

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import PHI_NAME, dicom_variant, free_port, send_c_store
+from conftest import MRN_SYSTEM, PHI_NAME, dicom_variant, free_port, make_patient, send_c_store
 
 
 def _ingest_stack(pipeline: Any, tag: str, results: list[Any] | None = None) -> tuple[Any, Any]:
@@ -53,33 +53,38 @@ def test_scp_screens_delivers_and_indexes(
     assert ingestor.counters["processed"] == 1 and queue.counts()["pending"] == 1
 
     with FhirClient(fhir_server.url) as client:
+        pid = make_patient(client, patient_id)  # the MRN lives in Patient.identifier; the server id differs
         stats = queue.deliver_pending(client)
         assert (stats.delivered, stats.pending, stats.server_down) == (1, 0, False)
-        reports = client.search("DiagnosticReport", {"patient": f"Patient/{patient_id}"})
+        reports = client.search("DiagnosticReport", {"patient": f"Patient/{pid}"})
         assert len(reports) == 1
         report = reports[0]
-        assert report["subject"]["reference"] == f"Patient/{patient_id}"
+        assert report["subject"] == {"reference": f"Patient/{pid}", "identifier": {"system": MRN_SYSTEM, "value": patient_id}}
         # the link to the study: an ImagingStudy carrying the DICOM StudyInstanceUID
         study = client.read(*report["imagingStudy"][0]["reference"].split("/"))
         assert study["identifier"][0]["value"] == f"urn:oid:{ds.StudyInstanceUID}"
-        assert client.search("ImagingStudy", {"subject": f"Patient/{patient_id}"})[0]["id"] == study["id"]
-        # every finding radclip computed is on the server, with its confidence (4 decimals) and model versions
-        observations = client.search("Observation", {"subject": f"Patient/{patient_id}"})
-        findings = results[0].processed.findings
-        assert len(observations) == len(report["result"]) == len(findings) > 14
+        assert client.search("ImagingStudy", {"subject": f"Patient/{pid}"})[0]["id"] == study["id"]
+        # golden check: the triage Observations are exactly the labels an independent run of the model puts at or
+        # above the operating point (0.5: the tiny card ships none), with their confidences (4 decimals)
+        observations = client.search("Observation", {"subject": f"Patient/{pid}"})
+        assert len(observations) == len(report["result"])
         by_name = {(o["code"]["coding"][0]["code"], next(c["valueString"] for c in o["component"] if c["code"]["text"] == "method")): o
                    for o in observations}  # fmt: skip
-        for name, conf, method in findings:
-            code = SNOMED_CODES.get(name, (name,))[0]
-            assert abs(_confidence(by_name[(code, method)]) - round(conf, 4)) < 1e-9
-            assert by_name[(code, method)]["valueBoolean"] == (conf >= 0.5)
-        assert {e["valueString"].split("=")[0] for e in report["extension"]} >= {"triage", "clip"}
-        # golden check: the triage probabilities on the server equal an independent run of the model on the file
         triage = pipeline.parts.triage
         expected = triage.run(to_contract_tensor(load_image(real_dicom).pixels, triage.input_size)).probs
-        for label, prob in zip(triage.labels, expected, strict=True):
-            code = SNOMED_CODES.get(label, (label,))[0]
-            assert abs(_confidence(by_name[(code, "triage")]) - round(float(prob), 4)) < 1e-9
+        present = {SNOMED_CODES.get(label, (label,))[0]: float(p) for label, p in zip(triage.labels, expected, strict=True) if p >= 0.5}
+        assert {code for code, method in by_name if method == "triage"} == set(present)
+        for code, prob in present.items():
+            assert abs(_confidence(by_name[(code, "triage")]) - round(prob, 4)) < 1e-9
+        assert all(o["valueBoolean"] is True and _confidence(o) >= 0.5 for o in observations)
+        n_checked = len(results[0].processed.findings) - len(observations)
+        assert report["conclusion"].startswith("AI triage (tiny-triage vtest-0): ")
+        assert report["conclusion"].endswith(f"({n_checked} checked).") and n_checked > 14
+        # machine-generated, by which model: the Devices and the Provenance naming them as author
+        (prov,) = client.search("Provenance", {"target": f"DiagnosticReport/{report['id']}"})
+        devices = [client.read(*a["who"]["reference"].split("/")) for a in prov["agent"]]
+        assert [d["deviceName"][0]["name"] for d in devices] == ["tiny-triage", "tiny-clip"]
+        assert devices[0]["identifier"][0]["value"] == triage.card.weights_sha256
 
     # the retrieval index now finds the study, by its own image, with a pseudonymised patient id
     clip = pipeline.parts.clip
@@ -119,10 +124,9 @@ def test_orthanc_dicomweb_sync_processes_each_instance_once(
     ) == [0]
     assert sync.sync_once().instances_new == 1
     with FhirClient(fhir_server.url) as client:
+        pid = make_patient(client, patient_id)
         assert queue.deliver_pending(client).delivered == 3
-        assert client.count("DiagnosticReport", {"patient": f"Patient/{patient_id}"}) == 3
-        assert (
-            client.count("ImagingStudy", {"subject": f"Patient/{patient_id}"}) == 1
-        )  # one study, conditional create
+        assert client.count("DiagnosticReport", {"patient": f"Patient/{pid}"}) == 3
+        assert client.count("ImagingStudy", {"subject": f"Patient/{pid}"}) == 1  # one study, conditional create
     sync.close()
     assert np.isfinite(ingestor.counters["processed"]) and ingestor.counters["processed"] == 3

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PHI_NAME, dicom_variant, free_port, send_c_store, start_fhir
+from conftest import PHI_NAME, dicom_variant, free_port, make_patient, send_c_store, start_fhir
 
 
 def _stack(pipeline: Any, tag: str) -> tuple[Any, Any]:
@@ -51,6 +51,7 @@ def test_fhir_outage_queues_then_delivers_exactly_once(
         )
         server = start_fhir(port)  # the server comes back at the same address
         try:
+            pid = make_patient(client, patient_id)
             up = queue.deliver_pending(client)
             assert (up.delivered, up.pending, up.server_down) == (1, 0, False)
             assert queue.deliver_pending(client).delivered == 0  # nothing left to send
@@ -61,13 +62,11 @@ def test_fhir_outage_queues_then_delivers_exactly_once(
                 __import__("sqlite3").connect(queue.path).execute("SELECT payload FROM outbox").fetchone()[0]
             )
             deliver(client, payload)
-            params = {"patient": f"Patient/{patient_id}"}
-            assert client.count("DiagnosticReport", params) == 1
-            assert client.count("ImagingStudy", {"subject": f"Patient/{patient_id}"}) == 1
-            assert (
-                client.count("Observation", {"subject": f"Patient/{patient_id}"})
-                == len(payload["batch"]["entry"]) - 1
-            )
+            kinds = [e["resource"]["resourceType"] for e in payload["batch"]["entry"]]
+            assert client.count("DiagnosticReport", {"patient": f"Patient/{pid}"}) == 1
+            assert client.count("ImagingStudy", {"subject": f"Patient/{pid}"}) == 1
+            assert client.count("Observation", {"subject": f"Patient/{pid}"}) == kinds.count("Observation")
+            assert client.count("Provenance") == 1 and client.count("Device") == kinds.count("Device") == 2
         finally:
             server.stop()
 
@@ -102,8 +101,9 @@ def test_orthanc_restart_mid_sync_resumes_without_duplicates(
     assert sync.sync_once().instances_new == 0
     assert ingestor.counters["processed"] == 3 and queue.counts()["pending"] == 3
     with FhirClient(fhir_server.url) as client:
+        pid = make_patient(client, patient_id)
         assert queue.deliver_pending(client).delivered == 3
-        assert client.count("DiagnosticReport", {"patient": f"Patient/{patient_id}"}) == 3
+        assert client.count("DiagnosticReport", {"patient": f"Patient/{pid}"}) == 3
     sync.close()
 
 

@@ -6,7 +6,9 @@
   radclip pacs status                  # outbox / quarantine / sync counts (no patient data)
 
 Results are always queued in $RADCLIP_HOME/integrations/outbox.db first; with --fhir (or
-RADCLIP_FHIR_URL) they are delivered as soon as the server accepts them.
+RADCLIP_FHIR_URL) they are delivered as soon as the server accepts them. With
+RADCLIP_PACS_RETURN_AE or RADCLIP_PACS_RETURN_DICOMWEB, a DICOM SR and a heat-map image of each
+screened image go back to the PACS (queued in $RADCLIP_HOME/pacs/dicom-outbox/ until accepted).
 """
 
 from __future__ import annotations
@@ -66,27 +68,37 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
+def _fhir_client(url: str | None, settings: Any) -> Any:
+    """A FhirClient for ``url`` with the RADCLIP_FHIR_* authentication; None without a URL."""
+    from radclip.integrations.fhir_auth import auth_from_settings
+    from radclip.integrations.fhir_client import FhirClient, FhirClientConfig
+
+    url = url or settings.fhir_url
+    return FhirClient(FhirClientConfig(url, auth=auth_from_settings(settings))) if url else None
+
+
 def _stack(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, Any, Any]:
     """(pipeline, ingestor, queue, fhir client or None)."""
     from radclip.integrations.delivery_queue import DeliveryQueue
-    from radclip.integrations.fhir_client import FhirClient
     from radclip.integrations.ingest import Ingestor
     from radclip.integrations.pipeline import build_pipeline
 
-    client = FhirClient(args.fhir) if args.fhir else None
+    client = _fhir_client(args.fhir, settings)
     context_fn = None
     if client is not None and args.fhir_context:
         from radclip.integrations.fhir_exchange import fetch_context
 
-        context_fn = lambda meta: fetch_context(client, meta)  # noqa: E731
+        context_fn = lambda meta: fetch_context(client, meta, settings.fhir_mrn_system)  # noqa: E731
     pipeline = build_pipeline(settings, context_fn=context_fn)
     queue = DeliveryQueue.for_home(settings.home)
-    return (
-        pipeline,
-        Ingestor(pipeline, settings.home, queue, max_pixels=settings.max_image_pixels),
-        queue,
-        client,
-    )
+    from radclip.integrations.dicom_return import DicomReturn
+
+    dicom_return = DicomReturn.from_settings(settings)
+    if dicom_return is not None:
+        dicom_return.flush()  # objects left from a run while the PACS was down
+    ingestor = Ingestor(pipeline, settings.home, queue, max_pixels=settings.max_image_pixels,
+                        create_patient=settings.fhir_create_patient, dicom_return=dicom_return)  # fmt: skip
+    return pipeline, ingestor, queue, client
 
 
 def _listen(args: argparse.Namespace, settings: Any) -> int:
@@ -147,15 +159,19 @@ def _sync(args: argparse.Namespace, settings: Any) -> int:
 
 def _deliver(args: argparse.Namespace, settings: Any) -> int:
     from radclip.integrations.delivery_queue import DeliveryQueue
-    from radclip.integrations.fhir_client import FhirClient
 
-    if not args.fhir:
+    try:
+        client = _fhir_client(args.fhir, settings)
+    except (ValueError, OSError) as exc:  # incomplete OAuth2 settings, unreadable private key
+        print(f"radclip pacs deliver: {exc}", file=sys.stderr)
+        return 2
+    if client is None:
         print(
             "radclip pacs deliver: no FHIR server; pass --fhir URL or set RADCLIP_FHIR_URL", file=sys.stderr
         )
         return 2
     queue = DeliveryQueue.for_home(settings.home)
-    with FhirClient(args.fhir) as client:
+    with client:
         stats = queue.deliver_pending(client)
     print(json.dumps({**stats.__dict__, "outbox": queue.counts()}))
     return 3 if stats.server_down else 0
@@ -178,7 +194,9 @@ def _status(settings: Any) -> int:
         if outbox_db.is_file()
         else {"pending": 0, "delivered": 0, "failed": 0}
     )
-    print(json.dumps({"outbox": outbox, "quarantined": len(quarantine),
+    dicom_outbox = home / "pacs" / "dicom-outbox"
+    dicom_pending = len(list(dicom_outbox.glob("*.dcm"))) if dicom_outbox.is_dir() else 0
+    print(json.dumps({"outbox": outbox, "quarantined": len(quarantine), "dicom_results_pending": dicom_pending,
                       "quarantine_dir": str(home / "quarantine"), "dicomweb_instances_done": synced}))  # fmt: skip
     return 0
 

@@ -50,7 +50,8 @@ class FhirClientConfig:
     retries: int = 3  # extra attempts after the first, for transport errors and RETRYABLE statuses
     backoff_s: float = 0.5  # first wait; doubles per attempt
     max_backoff_s: float = 8.0  # cap on one wait
-    headers: tuple[tuple[str, str], ...] = ()  # extra headers, e.g. (("Authorization", "Bearer …"),)
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers
+    auth: Any = None  # an httpx.Auth (radclip.integrations.fhir_auth: bearer token, OAuth2 / SMART Backend Services)
 
 
 def validate_resource(resource: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class FhirClient:
         self.config = FhirClientConfig(config) if isinstance(config, str) else config
         self.base = self.config.base_url.rstrip("/")
         headers = {"Accept": FHIR_JSON, **dict(self.config.headers)}
-        self._http = httpx.Client(timeout=self.config.timeout_s, headers=headers, transport=transport)
+        self._http = httpx.Client(timeout=self.config.timeout_s, headers=headers, transport=transport, auth=self.config.auth)
 
     def close(self) -> None:
         self._http.close()

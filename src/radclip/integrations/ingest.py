@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from radclip.integrations.delivery_queue import DeliveryQueue
 from radclip.integrations.fhir_exchange import delivery_key, report_delivery
@@ -56,12 +57,15 @@ class Ingestor:
     """See the module docstring. ``queue`` None: results are processed and indexed but not sent to FHIR."""
 
     def __init__(self, processor: StudyProcessor, home: Path, queue: DeliveryQueue | None = None,
-                 max_pixels: int | None = None, on_result: Callable[[IngestResult], None] | None = None) -> None:  # fmt: skip
+                 max_pixels: int | None = None, on_result: Callable[[IngestResult], None] | None = None,
+                 create_patient: bool = False, dicom_return: Any | None = None) -> None:  # fmt: skip
         self.processor = processor
         self.on_result = on_result  # called with every result (processed or quarantined), e.g. for metrics
         self.quarantine_dir = Path(home).expanduser() / "quarantine"
         self.queue = queue
         self.max_pixels = max_pixels
+        self.create_patient = create_patient  # no Patient with the MRN: conditional create (RADCLIP_FHIR_CREATE_PATIENT)
+        self.dicom_return = dicom_return  # dicom_return.DicomReturn: SR + heat map back to PACS; None: not sent
         self.counters: Counter[str] = Counter()  # processed / quarantined / queued: the ingestion metrics
         self._lock = threading.Lock()  # one image through the models at a time
 
@@ -117,10 +121,12 @@ class Ingestor:
             key = delivery_key(
                 processed.study_instance_uid, processed.sop_instance_uid, processed.model_versions
             )
-            tx = report_delivery(processed.bundle, processed.context, key)
+            tx = report_delivery(processed.bundle, processed.context, key, create_patient=self.create_patient)
             queued = self.queue.enqueue(key, tx, processed.study_instance_uid)
             self.counters["queued"] += int(queued)
         self.counters["processed"] += 1
+        if self.dicom_return is not None:
+            self._return_to_pacs(data, processed)
         top = ", ".join(f"{n}={c:.2f}" for n, c, _ in processed.findings[:3])
         log.info("screened SOP Instance UID %s (study %s, patient %s) from %s: %s%s", processed.sop_instance_uid,
                  processed.study_instance_uid, processed.patient_ref, source_ref, top, "" if queued else " (FHIR result already queued)")  # fmt: skip
@@ -129,6 +135,14 @@ class Ingestor:
                 "processed", sop_uid, processed.study_instance_uid, processed=processed, queued=queued
             )
         )
+
+    def _return_to_pacs(self, data: bytes, processed: ProcessedStudy) -> None:
+        """Build and send the SR and heat map; a failure is logged, never loses the screening result."""
+        try:
+            uids = self.dicom_return.submit(data, processed)  # type: ignore[union-attr]
+            self.counters["dicom_results"] += len(uids)
+        except Exception:  # a header highdicom cannot use: the FHIR result still goes out
+            log.exception("DICOM results not built for SOP Instance UID %s", processed.sop_instance_uid)
 
     def _done(self, result: IngestResult) -> IngestResult:
         if self.on_result is not None:

@@ -35,18 +35,34 @@ class PipelineParts:
     closers: list[Callable[[], None]] = field(default_factory=list)  # release resources (db engines)
 
 
+def heatmap_overlay(triage: Any, contract: np.ndarray, result: Any, items: list[Any], size: int = 512) -> tuple[np.ndarray, str]:
+    """(RGB overlay, caption): the class activation map of the top triage finding (the best present one,
+    else the most likely) over the contract image, resized to ``size`` x ``size``."""
+    from PIL import Image
+
+    from radclip.explain.overlay import overlay
+
+    top = max((f for f in items if f.source == "triage"), key=lambda f: (f.present, f.confidence))
+    rgb = overlay(contract[0], triage.cam(result, top.name), alpha=0.4)
+    rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    state = "above" if top.present else "below"
+    name = top.name.replace("_", " ")
+    return rgb, f"{name} {top.confidence:.2f} ({state} threshold {min(top.threshold, 1):.2f}); class activation map"
+
+
 class ModelPipeline:
     """See the module docstring. Not thread-safe: callers serialise ``process`` (the Ingestor does)."""
 
     def __init__(self, parts: PipelineParts, pseudonymise: Callable[[str | None], str | None], image_dir: Path,
-                 context_fn: Callable[[ImageMeta], PatientStudyContext] | None = None, threshold: float = 0.5) -> None:  # fmt: skip
+                 context_fn: Callable[[ImageMeta], PatientStudyContext] | None = None, report_options: Any = None) -> None:  # fmt: skip
         self.parts = parts
         self.pseudonymise = pseudonymise  # raw patient id -> pseudonym (phi.Pseudonymiser.pseudonym)
         self.image_dir = Path(image_dir)
         self.context_fn = (
             context_fn or context_from_dicom
         )  # e.g. fhir_exchange.fetch_context bound to a client
-        self.threshold = threshold  # Observation.valueBoolean cut-off
+        self.report_options = report_options  # fhir_report.ReportOptions (MRN system, detail); None: defaults
+        self.heatmaps = False  # compute the top finding's heat map (for the DICOM results sent back to PACS)
 
     def model_versions(self) -> dict[str, str]:
         p = self.parts
@@ -58,11 +74,26 @@ class ModelPipeline:
             out["registry"] = str(token())
         return out
 
+    def model_identities(self) -> list[Any]:
+        """The models as :class:`radclip.integrations.fhir_provenance.ModelIdentity` (triage first)."""
+        from radclip.integrations.fhir_provenance import model_identity
+
+        p = self.parts
+        return [model_identity("triage", p.triage.card)] + ([model_identity("clip", p.clip.card)] if p.clip is not None else [])
+
     def findings_for(
         self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
     ) -> tuple[list[Any], np.ndarray | None]:
         """Report findings (triage, then zero-shot not covered by triage) and the image embedding."""
+        items, embedding, _ = self._screen(contract, clip_input, ctx)
+        return items, embedding
+
+    def _screen(
+        self, contract: np.ndarray, clip_input: np.ndarray | None, ctx: PatientStudyContext
+    ) -> tuple[list[Any], np.ndarray | None, Any]:
+        """:meth:`findings_for` plus the triage result (its feature map gives the heat map)."""
         from radclip.integrations.fhir_report import report_findings
+        from radclip.integrations.operating_points import triage_operating_points
 
         p = self.parts
         result = p.triage.run(contract)
@@ -73,7 +104,8 @@ class ModelPipeline:
                 from radclip.engine.rules import StudyContext
 
                 screened = p.screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view)).findings
-        return report_findings(result.labels, result.probs, screened), embedding
+        ops = triage_operating_points(result.labels, getattr(p.triage.card, "calibration", None))
+        return report_findings(result.labels, result.probs, screened, ops), embedding, result
 
     def _index(
         self, ctx: PatientStudyContext, clip_input: np.ndarray, patient_ref: str | None, summary: str
@@ -93,7 +125,7 @@ class ModelPipeline:
         return index.add_studies([record]) == 1
 
     def process(self, loaded: LoadedImage, source_ref: str) -> ProcessedStudy:
-        from radclip.integrations.fhir_report import build_report_bundle
+        from radclip.integrations.fhir_report import build_readable_report
 
         ctx = self.context_fn(loaded.meta)
         p = self.parts
@@ -105,19 +137,19 @@ class ModelPipeline:
                 if p.clip.input_size == p.triage.input_size
                 else to_contract_tensor(loaded.pixels, p.clip.input_size)
             )
-        items, _ = self.findings_for(contract, clip_input, ctx)
+        items, _, result = self._screen(contract, clip_input, ctx)
+        heat = heatmap_overlay(p.triage, contract, result, items) if self.heatmaps else None
         versions = self.model_versions()
-        bundle = build_report_bundle(items, ctx, versions, threshold=self.threshold)
+        bundle = build_readable_report(items, ctx, self.model_identities(), self.report_options)
         ranked = sorted(((f.name, f.confidence, f.source) for f in items), key=lambda t: -t[1])
         patient_ref = self.pseudonymise(ctx.patient_id)
-        summary = (
-            "; ".join(f"{n} {c:.2f}" for n, c, _ in ranked if c >= self.threshold)
-            or "no finding above threshold"
-        )
+        present = sorted((f for f in items if f.present), key=lambda f: -f.confidence)
+        summary = "; ".join(f"{f.name} {f.confidence:.2f}" for f in present) or "no finding above threshold"
         indexed = self._index(ctx, clip_input, patient_ref, summary) if clip_input is not None else False
         return ProcessedStudy(study_instance_uid=ctx.study_instance_uid, sop_instance_uid=ctx.sop_instance_uid or loaded.meta.sop_instance_uid,
                               patient_ref=patient_ref, bundle=bundle, findings=ranked, indexed=indexed,
-                              model_versions=versions, context=ctx)  # fmt: skip
+                              model_versions=versions, context=ctx, report_items=items, models=self.model_identities(),
+                              heatmap=heat[0] if heat else None, heatmap_caption=heat[1] if heat else "")  # fmt: skip
 
     def close(self) -> None:
         for fn in self.parts.closers:
@@ -162,6 +194,11 @@ def build_pipeline(settings: Any, context_fn: Callable[[ImageMeta], PatientStudy
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    from radclip.integrations.fhir_report import ReportOptions
+
     home = Path(settings.home).expanduser()
-    return ModelPipeline(load_parts(settings, with_clip), Pseudonymiser.for_home(home).pseudonym,
-                         home / "pacs" / "index-images", context_fn=context_fn)  # fmt: skip
+    options = ReportOptions(mrn_system=getattr(settings, "fhir_mrn_system", None), detail=bool(getattr(settings, "fhir_report_detail", False)))
+    pipeline = ModelPipeline(load_parts(settings, with_clip), Pseudonymiser.for_home(home).pseudonym,
+                             home / "pacs" / "index-images", context_fn=context_fn, report_options=options)  # fmt: skip
+    pipeline.heatmaps = bool(getattr(settings, "pacs_return_ae", None) or getattr(settings, "pacs_return_dicomweb", None))
+    return pipeline

@@ -28,6 +28,12 @@ class ProcessedStudy:
     # Patient/study context the bundle was built from. Holds the raw patient id (needed to link the
     # FHIR result to the Patient): in memory only, never logged or indexed.
     context: PatientStudyContext = field(default_factory=PatientStudyContext)
+    # What the DICOM results (SR, heat map) are built from: fhir_report.ReportFinding (with operating
+    # points), fhir_provenance.ModelIdentity, and the top finding's overlay (H, W, 3 uint8) with its caption.
+    report_items: list[Any] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
+    heatmap: Any | None = None
+    heatmap_caption: str = ""
 
 
 class StudyProcessor(Protocol):
