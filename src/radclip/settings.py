@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=1_000_000, description="Images with more pixels are refused (decompression-bomb guard).")
     rate_limits: str = Field(default="reader=600/60,ingest=1200/60,admin=600/60", description="Per-key token buckets by role: role=REQUESTS/SECONDS, comma-separated; 0/1 = unlimited. Shared through RADCLIP_REDIS_URL when set.")
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS (e.g. https://pacs.example.org); empty = CORS off.")
+    phi_roles: str = Field(default="", description="Comma-separated key roles served original DICOM headers by /studies/{id}/file; empty = everyone gets a de-identified copy.")
     trusted_proxies: str = Field(default="", description="Comma-separated proxy addresses whose X-Forwarded-For is believed for the client address; empty = none.")
 
     @field_validator("api_key")

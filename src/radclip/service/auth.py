@@ -71,9 +71,9 @@ class AccessControl:
     limiter: RateLimiter
     trusted_proxies: frozenset[str]
     audit: AuditTrail | None = None
-    pseudonymiser: Any = (
-        None  # radclip.integrations.phi.Pseudonymiser: study ids in the trail are keyed pseudonyms
-    )
+    # radclip.integrations.phi.Pseudonymiser: study ids in the trail are keyed pseudonyms
+    pseudonymiser: Any = None
+    phi_roles: frozenset[str] = frozenset()  # roles served original DICOM headers (RADCLIP_PHI_ROLES)
 
     @classmethod
     def build(cls, settings: Settings) -> AccessControl:
@@ -82,7 +82,9 @@ class AccessControl:
         from radclip.integrations.phi import Pseudonymiser
 
         settings.home.mkdir(parents=True, exist_ok=True)
-        engine = db.make_engine(settings.resolved_database_url)
+        engine = db.make_engine(
+            settings.resolved_database_url, hide_parameters=True
+        )  # no study ids or paths in error logs
         db.migrate(engine)
         proxies = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
         limiter = RateLimiter(parse_rate_limits(settings.rate_limits), settings.redis_url)
@@ -93,6 +95,7 @@ class AccessControl:
             proxies,
             AuditTrail(engine),
             Pseudonymiser.for_home(settings.home),
+            frozenset(r.strip() for r in settings.phi_roles.split(",") if r.strip()),
         )
 
     def close(self) -> None:
@@ -130,6 +133,13 @@ def check_exposure(settings: Settings, keys: KeyStore) -> None:
         f"Create an admin key with `radclip keys create --name NAME --role admin` (or set RADCLIP_API_KEY), "
         "or bind 127.0.0.1 (`radclip serve --host 127.0.0.1`)."
     )
+
+
+def may_see_phi(request: Request) -> bool:
+    """Whether the authenticated caller's role is listed in ``RADCLIP_PHI_ROLES`` (none by default)."""
+    principal = request.scope.get(PRINCIPAL)
+    access = getattr(request.app.state, "radclip_access", None)
+    return principal is not None and access is not None and principal.role in access.phi_roles
 
 
 def presented_key(request: Request) -> str:

@@ -47,9 +47,6 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/conditions/{name}"): Rule(ADMIN),
 }
 
-# Roles that may read patient identifiers (the original DICOM header); none by default, admin by design.
-PHI_ROLES = frozenset({ADMIN})
-
 
 def _plain(path: str) -> str:
     """``/studies/{study_id:path}/file`` -> ``/studies/{study_id}/file`` (the OpenAPI spelling)."""
