@@ -74,3 +74,17 @@ def test_configured_origin_gets_cors_and_may_write(tmp_path: Path) -> None:
         ).status_code not in (401, 403)
         other = c.post("/api/v1/studies", files=PNG_FORM, headers={"Origin": "https://evil.example"})
         assert other.status_code == 403
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies() -> None:
+    from radclip.service.auth import client_address
+
+    proxies = frozenset({"10.0.0.2"})
+    fwd = [(b"x-forwarded-for", b"6.6.6.6, 192.168.4.20, 10.0.0.2")]
+    assert (
+        client_address({"client": ("10.0.0.2", 1), "headers": fwd}, proxies) == "192.168.4.20"
+    )  # right-most non-proxy hop
+    assert (
+        client_address({"client": ("192.168.9.9", 1), "headers": fwd}, proxies) == "192.168.9.9"
+    )  # not a proxy: header ignored
+    assert client_address({"client": ("10.0.0.2", 1), "headers": []}, proxies) == "10.0.0.2"
