@@ -33,8 +33,11 @@ def test_each_role_against_each_operation_from_the_openapi_annotations(tmp_path:
             for p, item in c.get("/openapi.json").json()["paths"].items()
             for m, op in item.items()
         ]
-        assert len(ops) >= 20 and all(r in ("public", *ROLES) for _, _, r in ops)
-        assert {r for _, _, r in ops} == {"public", *ROLES}  # every role guards something
+        assert len(ops) >= 20 and {r for _, _, r in ops} == {
+            "public",
+            "authenticated",
+            *ROLES,
+        }  # every role guards something
         checked = 0
         for method, path, required in ops:
             for who, key in [
@@ -48,7 +51,7 @@ def test_each_role_against_each_operation_from_the_openapi_annotations(tmp_path:
                     assert status not in (401, 403), (method, path, who, status)
                 elif who in ("none", "invalid"):
                     assert status == 401, (method, path, who, status)
-                elif who in ("admin", "bootstrap") or who == required:
+                elif who in ("admin", "bootstrap") or who == required or required == "authenticated":
                     assert status not in (401, 403), (method, path, who, status)
                 else:
                     assert status == 403, (method, path, who, status)

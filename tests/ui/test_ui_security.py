@@ -77,7 +77,9 @@ def test_reader_works_under_the_csp_and_sees_no_admin_controls(
     _open_with_key(page, keyed_server, keyed_server.keys["reader"])
     assert page.get_attribute("body", "data-role") == "reader"
     assert page.inner_text("#key-button") == "Key: ui-reader (reader)"
-    page.set_input_files("#file-input", str(sample_images["png"]))  # decode, pixels, triage, CAM: under the policy
+    page.set_input_files(
+        "#file-input", str(sample_images["png"])
+    )  # decode, pixels, triage, CAM: under the policy
     page.locator("#triage-list .finding").nth(13).wait_for(timeout=60_000)
     page.wait_for_selector("body[data-cam-label]", timeout=30_000)
     page.click("#tab-conditions")
@@ -116,3 +118,13 @@ def test_without_a_key_the_page_asks_for_one(strict_page: Any, keyed_server: Any
     page.wait_for_selector("body[data-role='reader']")
     assert page.evaluate("sessionStorage.getItem('radclip.apiKey')") == keyed_server.keys["reader"]
     assert page.evaluate("localStorage.length") == 0  # the key is kept for this tab only
+
+
+def test_offline_api_docs_render_under_the_csp(strict_page: Any, keyed_server: Any) -> None:
+    page = strict_page
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.goto(keyed_server.url + "/docs")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#docs-table tbody tr").count() >= 20
+    assert page.locator("#docs-table tbody tr[data-role='ingest']").count() == 1  # POST /api/v1/studies
+    assert page.evaluate("window.__csp") == []

@@ -20,7 +20,7 @@ from radclip import __version__
 from radclip.service.audit_middleware import AuditMiddleware
 from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
 from radclip.service.problems import install_problem_handlers, problem_response
-from radclip.service.roles import PUBLIC, rule_for
+from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
 from radclip.service.security_headers import SecurityHeaders
 from radclip.service.state import ServiceState, build_state
 from radclip.settings import Settings, get_settings
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         version=__version__,
         summary="Chest X-ray triage with CAM explanation, zero-shot screening and similar-case retrieval.",
         lifespan=lifespan,
-        docs_url=None,  # Swagger UI loads from a CDN and needs inline script; /openapi.json is the document
+        docs_url=None,  # Swagger UI loads from a CDN and needs inline script; web.py serves an offline /docs
         redoc_url=None,
     )
     install_problem_handlers(app)
@@ -138,7 +138,9 @@ def annotate_roles(app: FastAPI) -> None:
                 op["x-radclip-role"] = rule.role
                 if rule.action:
                     op["x-radclip-audit"] = rule.action
-                note = "No key needed." if rule.role == PUBLIC else f"Requires role `{rule.role}` (or `admin`)."
+                note = {PUBLIC: "No key needed.", AUTHENTICATED: "Requires any valid key."}.get(
+                    rule.role, f"Requires role `{rule.role}` (or `admin`)."
+                )
                 op["description"] = f"{op.get('description', '')}\n\n{note}".strip()
         return doc
 

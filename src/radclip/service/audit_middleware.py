@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,10 +28,7 @@ def _study(scope: Scope) -> str | None:
     """The study id the request names (path, else ``?study_id=``); pseudonymised before it is stored."""
     sid = (scope.get("path_params") or {}).get("study_id")
     if sid is None:
-        for part in scope.get("query_string", b"").decode("latin-1").split("&"):
-            k, _, v = part.partition("=")
-            if k == "study_id" and v:
-                sid = v
+        sid = next(iter(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("study_id", [])), None)
     return sid
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 PUBLIC = "public"
+AUTHENTICATED = "authenticated"  # any valid key, whatever its role
 READER, INGEST, ADMIN = "reader", "ingest", "admin"
 DEFAULT_ROLE = ADMIN
 
@@ -27,8 +28,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/readyz"): Rule(PUBLIC),
     ("GET", "/"): Rule(PUBLIC),
     ("GET", "/ui/{asset:path}"): Rule(PUBLIC),
+    ("GET", "/docs"): Rule(PUBLIC),
     ("GET", "/metrics"): Rule(ADMIN),
-    ("GET", "/api/v1/whoami"): Rule(READER),
+    ("GET", "/api/v1/whoami"): Rule(AUTHENTICATED),
     ("POST", "/api/v1/triage"): Rule(READER, "triage"),
     ("POST", "/api/v1/explain"): Rule(READER, "explain"),
     ("POST", "/api/v1/screen"): Rule(READER, "screen"),
@@ -64,8 +66,8 @@ def rule_for(method: str, path: str) -> Rule:
 
 
 def allows(principal_role: str, required: str) -> bool:
-    """``admin`` may do everything; every other role exactly its own operations."""
-    return required == PUBLIC or principal_role in (ADMIN, required)
+    """``admin`` may do everything; every other role exactly its own operations (and those any key may call)."""
+    return required in (PUBLIC, AUTHENTICATED) or principal_role in (ADMIN, required)
 
 
 def operations_for(role: str) -> list[str]:

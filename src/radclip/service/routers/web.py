@@ -51,6 +51,12 @@ def index_page() -> FileResponse:
     return FileResponse(WEB_ROOT / "index.html", media_type=_MEDIA[".html"], headers=_NO_CACHE)
 
 
+@page.get("/docs", response_class=HTMLResponse)
+def api_docs_page() -> FileResponse:
+    """The API reference, rendered offline from /openapi.json (Swagger UI would load from a CDN)."""
+    return FileResponse(WEB_ROOT / "docs.html", media_type=_MEDIA[".html"], headers=_NO_CACHE)
+
+
 @page.get("/ui/{asset:path}")
 def ui_asset(asset: str) -> FileResponse:
     """A file below ``radclip/web``; anything resolving outside it (``..``, links) is a 404."""
