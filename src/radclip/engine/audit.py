@@ -81,7 +81,7 @@ class AuditTrail:
             threading.Lock()
         )  # one appender per process; the unique prev_hash guards across processes
 
-    def append(self, entry: AuditEntry, attempts: int = 5) -> str:
+    def append(self, entry: AuditEntry, attempts: int = 20) -> str:
         """Append ``entry`` and return its hash; raises when the write fails (the caller must not answer 2xx)."""
         for attempt in range(attempts):
             with self._lock, self._session() as s:
