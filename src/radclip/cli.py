@@ -31,6 +31,8 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("report",), "report"),
     (("validate",), "validate"),
     (("pacs",), "pacs"),
+    (("keys",), "keys"),
+    (("audit",), "audit"),
 ]
 
 GROUP_HELP = {

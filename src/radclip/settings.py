@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     fhir_scope: str | None = Field(default=None, description="OAuth2 scope, e.g. 'system/DiagnosticReport.write system/Patient.read'.")
     pacs_return_ae: str | None = Field(default=None, description="Send the DICOM SR and heat map back by C-STORE to AET@host:port.")
     pacs_return_dicomweb: str | None = Field(default=None, description="Send the DICOM SR and heat map back by STOW-RS to this DICOMweb base URL.")
+    rate_limits: str = Field(default="reader=600/60,ingest=1200/60,admin=600/60", description="Per-key token buckets by role: role=REQUESTS/SECONDS, comma-separated; 0/1 = unlimited. Shared through RADCLIP_REDIS_URL when set.")
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS (e.g. https://pacs.example.org); empty = CORS off.")
+    phi_roles: str = Field(default="", description="Comma-separated key roles served original DICOM headers by /studies/{id}/file; empty = everyone gets a de-identified copy.")
+    trusted_proxies: str = Field(default="", description="Comma-separated proxy addresses whose X-Forwarded-For is believed for the client address; empty = none.")
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty, which would switch authentication off; unset it, or create keys with `radclip keys create`")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)
+        return value
 
     @field_validator("home", "data_root", mode="after")
     @classmethod
@@ -116,6 +133,22 @@ class Settings(BaseSettings):
     @property
     def resolved_corpus(self) -> Path:
         return self.corpus if self.corpus is not None else self.cxr_root / "pool"
+
+
+def parse_rate_limits(text: str) -> dict[str, tuple[float, float]]:
+    """``"reader=600/60,admin=0/1"`` -> ``{"reader": (600.0, 60.0), ...}``; raises ValueError saying what is wrong."""
+    out: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, _, rate = part.partition("=")
+        count, _, per = rate.partition("/")
+        try:
+            n, seconds = float(count), float(per)
+        except ValueError:
+            raise ValueError(f"{part!r} is not role=REQUESTS/SECONDS (e.g. reader=600/60)") from None
+        if n < 0 or seconds <= 0:
+            raise ValueError(f"{part!r}: REQUESTS must be >= 0 and SECONDS > 0")
+        out[role.strip()] = (n, seconds)
+    return out
 
 
 def load_settings(**overrides: object) -> Settings:

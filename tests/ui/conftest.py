@@ -206,7 +206,9 @@ def gated_server(ui_triage_weights: Path, tiny_clip_weights: Path, ui_corpus: Pa
 @pytest.fixture()
 def page(browser: Any) -> Iterator[Any]:
     """A fresh page; console errors and page errors are collected in ``page.errors`` and must stay empty."""
-    context = browser.new_context(viewport={"width": 1480, "height": 900}, device_scale_factor=1)
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the page's CSP blocks (no
+    # unsafe-eval); tests/ui/test_ui_security.py runs the UI with the policy enforced.
+    context = browser.new_context(viewport={"width": 1480, "height": 900}, device_scale_factor=1, bypass_csp=True)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 HELP = "start the HTTP service (API v1, web UI) with the embedded default models"
 
@@ -10,6 +12,24 @@ HELP = "start the HTTP service (API v1, web UI) with the embedded default models
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (default RADCLIP_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default RADCLIP_PORT or 8000)")
+    parser.add_argument(
+        "--ssl-certfile", type=Path, default=None, help="PEM certificate (chain): serve HTTPS"
+    )
+    parser.add_argument("--ssl-keyfile", type=Path, default=None, help="PEM private key of --ssl-certfile")
+
+
+def tls_options(certfile: Path | None, keyfile: Path | None) -> dict[str, str]:
+    """uvicorn's ssl_* arguments; raises ValueError saying which file is missing."""
+    if (certfile is None) != (keyfile is None):
+        raise ValueError(
+            "--ssl-certfile and --ssl-keyfile go together; give both (or neither for plain HTTP)"
+        )
+    if certfile is None or keyfile is None:
+        return {}
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    return {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,15 +37,34 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from radclip.engine import db
+    from radclip.engine.keys import KeyStore
     from radclip.service.app import create_app
+    from radclip.service.auth import AccessConfigError, check_exposure
     from radclip.settings import SettingsError, load_settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = load_settings(**overrides)
-    except SettingsError as exc:
-        print(f"radclip serve: {exc}", file=__import__("sys").stderr)
+        tls = tls_options(args.ssl_certfile, args.ssl_keyfile)
+    except (SettingsError, ValueError) as exc:
+        print(f"radclip serve: {exc}", file=sys.stderr)
         return 2
+    engine = db.make_engine(settings.resolved_database_url)
+    try:
+        db.migrate(engine)
+        check_exposure(settings, KeyStore(engine))
+    except AccessConfigError as exc:
+        print(f"radclip serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        **tls,
+    )  # type: ignore[arg-type]
     return 0

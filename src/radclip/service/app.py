@@ -10,12 +10,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from radclip import __version__
-from radclip.service.problems import install_problem_handlers
+from radclip.service.audit_middleware import AuditMiddleware
+from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
+from radclip.service.problems import install_problem_handlers, problem_response
+from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
+from radclip.service.security_headers import SecurityHeaders
 from radclip.service.state import ServiceState, build_state
 from radclip.settings import Settings, get_settings
 
@@ -61,6 +67,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = state is None
+        access = app.state.radclip_access = AccessControl.build(settings)
+        check_exposure(settings, access.keys)  # before any model loads: a refused start should be quick
         app.state.radclip = state if state is not None else build_state(settings)
         app.state.radclip.start_background()
         try:
@@ -69,17 +77,71 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
             app.state.radclip.stop_background()
             if own:
                 app.state.radclip.close()
+            access.close()
 
     app = FastAPI(
         title="radclip",
         version=__version__,
         summary="Chest X-ray triage with CAM explanation, zero-shot screening and similar-case retrieval.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI loads from a CDN and needs inline script; web.py serves an offline /docs
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    app.add_middleware(AuditMiddleware)  # innermost: sees the matched route and the principal
+    install_access(app, settings)
     app.add_middleware(RequestMetrics)
-    from radclip.service.routers import conditions, health, retrieve, screen, studies, triage, web
+    from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
 
-    for module in (health, triage, screen, retrieve, conditions, web, studies):
-        app.include_router(module.router)
+    for module in (health, triage, screen, retrieve, conditions, web, studies, access):
+        app.include_router(module.router, dependencies=[Depends(authorize)])
+    annotate_roles(app)
     return app
+
+
+def install_access(app: FastAPI, settings: Settings) -> None:
+    """The role check replaces the routers' single-key check; 429 carries Retry-After; headers; CORS if configured."""
+    from radclip.service.deps import require_api_key
+
+    app.dependency_overrides[require_api_key] = _checked_by_authorize
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
+        response = problem_response(exc.status, exc.title, exc.detail, exc.fix, exc.kind)
+        response.headers["Retry-After"] = exc.retry_after
+        return response
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # CORS stays off unless origins are configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])  # fmt: skip
+    app.add_middleware(SecurityHeaders, allowed_origins=frozenset(origins))
+
+
+def _checked_by_authorize() -> None:
+    """``deps.require_api_key`` stands in for ``auth.authorize``, which every router already runs."""
+
+
+def annotate_roles(app: FastAPI) -> None:
+    """State each operation's role in the OpenAPI document: ``x-radclip-role``, ``x-radclip-audit`` and a description line."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = generate()
+        for path, operations in doc.get("paths", {}).items():
+            for method, op in operations.items():
+                rule = rule_for(method.upper(), path)
+                op["x-radclip-role"] = rule.role
+                if rule.action:
+                    op["x-radclip-audit"] = rule.action
+                note = {PUBLIC: "No key needed.", AUTHENTICATED: "Requires any valid key."}.get(
+                    rule.role, f"Requires role `{rule.role}` (or `admin`)."
+                )
+                op["description"] = f"{op.get('description', '')}\n\n{note}".strip()
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from radclip.service.auth import may_see_phi
 from radclip.service.deps import ApiKeyDep, StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
@@ -48,6 +49,12 @@ api = APIRouter(prefix="/api/v1", tags=["web"], dependencies=[ApiKeyDep])
 @page.get("/", response_class=HTMLResponse)
 def index_page() -> FileResponse:
     return FileResponse(WEB_ROOT / "index.html", media_type=_MEDIA[".html"], headers=_NO_CACHE)
+
+
+@page.get("/docs", response_class=HTMLResponse)
+def api_docs_page() -> FileResponse:
+    """The API reference, rendered offline from /openapi.json (Swagger UI would load from a CDN)."""
+    return FileResponse(WEB_ROOT / "docs.html", media_type=_MEDIA[".html"], headers=_NO_CACHE)
 
 
 @page.get("/ui/{asset:path}")
@@ -111,15 +118,22 @@ def list_studies(state: StateDep, q: str = Query("", max_length=200), limit: int
     return {"total": total, "items": [_row_dict(r) for r in rows]}
 
 
-@api.get("/studies/{study_id:path}/file", summary="The study's original image file")
-def study_file(state: StateDep, study_id: str) -> FileResponse:
+@api.get("/studies/{study_id:path}/file", summary="The study's image file (DICOM de-identified unless the role may see PHI)")
+def study_file(request: Request, state: StateDep, study_id: str) -> Response:
     row = _study_row(state, study_id)
     path = Path(row.image_path)
     if not path.is_file():
         raise ProblemError(404, "Image missing", f"the image of study {study_id!r} is no longer on disk",
                            "rebuild the index (`radclip index`) after moving the corpus", "image-missing")
-    return FileResponse(path, media_type=_FILE_MEDIA.get(path.suffix.lower(), "application/octet-stream"),
-                        filename=path.name, headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+    media = _FILE_MEDIA.get(path.suffix.lower(), "application/octet-stream")
+    if media == "application/dicom" and not may_see_phi(request):
+        from radclip.integrations.deid import deidentified_dicom
+        from radclip.integrations.phi import phi_key
+
+        data = deidentified_dicom(path, phi_key(state.settings.home).decode())
+        return Response(data, media_type=media, headers={"Cache-Control": "private, no-store", "X-Radclip-Deidentified": "basic-profile",
+                                                         "Content-Disposition": 'attachment; filename="study-deidentified.dcm"'})  # fmt: skip
+    return FileResponse(path, media_type=media, filename=path.name, headers={"Cache-Control": "private, max-age=3600"})
 
 
 @lru_cache(maxsize=512)

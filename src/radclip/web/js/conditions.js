@@ -76,7 +76,7 @@ export async function loadConditions(app) {
       actions);
     hist.addEventListener("click", () => toggleHistory(row, c.name, hist));
     if (c.status !== "retired") {
-      const ret = h("button", { className: "btn small", "aria-label": `Retire ${c.name}` }, "Retire");
+      const ret = h("button", { className: "btn small retire", "aria-label": `Retire ${c.name}` }, "Retire");
       ret.addEventListener("click", () => retire(app, c.name, ret));
       actions.append(" ", ret);
     }

@@ -1,5 +1,6 @@
 // Wiring: shared app state, tabs, keyboard shortcuts, API key prompt.
 
+import { applyRole } from "./access.js";
 import { apiKey, postImage, showError } from "./api.js";
 import { bindCases, findSimilar, onIndexState } from "./cases.js";
 import { bindConditions, loadConditions } from "./conditions.js";
@@ -128,4 +129,5 @@ startStatusPolling(app, (index) => {
     loadCorpusList(app).catch((err) => showError($("study-error"), err));
   }
 });
+applyRole();
 document.body.dataset.ready = "1";
