@@ -45,7 +45,10 @@ class Mutant:
 # module key -> (file under src/radclip, the tests that must catch its mutants)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "metrics": ("eval/metrics.py", ["tests/eval/test_bootstrap_percentile.py", "tests/eval/test_metrics_triage.py",
-                                    "tests/eval/test_calibration_triage.py", "tests/eval/test_fairness_gaps.py"]),
+                                    "tests/eval/test_calibration_triage.py", "tests/eval/test_fairness_gaps.py",
+                                    "tests/eval/test_gate_compare.py"]),
+    "bootstrap": ("eval/patient_bootstrap.py", ["tests/eval/test_bootstrap_percentile.py", "tests/eval/test_patient_bootstrap.py",
+                                                "tests/eval/test_metrics_triage.py"]),
     "cam": ("explain/cam.py", ["tests/explain/test_cam_explainers.py",
                                "tests/models/test_triage_models.py::test_predict_is_one_pass_and_keeps_mode"]),
     "dicom": ("io/dicom.py", ["tests/io/test_dicom_synthetic.py", "tests/io/test_dicom_real.py",
@@ -72,17 +75,20 @@ _OWN_ROWS_NEW = """    import torch.distributed as dist
     return out"""
 
 MUTANTS: list[Mutant] = [
-    # --- eval/metrics.py
-    Mutant("metrics-ci-90-as-95", "metrics", "[100 * alpha / 2, 100 * (1 - alpha / 2)]", "[100 * alpha, 100 * (1 - alpha)]",
+    # --- eval/patient_bootstrap.py (the resampling behind metrics.auc_with_ci)
+    Mutant("metrics-ci-90-as-95", "bootstrap", "[100 * alpha / 2, 100 * (1 - alpha / 2)]", "[100 * alpha, 100 * (1 - alpha)]",
            "a 90% bootstrap interval reported as the 95% CI", planted=True),
+    Mutant("bootstrap-unstratified", "bootstrap", "for stratum in (np.flatnonzero(has_pos), np.flatnonzero(~has_pos)):",
+           "for stratum in (np.arange(len(uniq)),):", "patients resampled together, not stratified by positive/negative"),
+    # --- eval/metrics.py
     Mutant("metrics-auc-ordinal-ties", "metrics", "ranks = rankdata(s)", 'ranks = rankdata(s, method="ordinal")',
            "tied scores ranked by position instead of midranks"),
-    Mutant("metrics-measurable-strict", "metrics", "measurable = n_pos >= MIN_POS and n_neg >= MIN_NEG",
-           "measurable = n_pos > MIN_POS and n_neg > MIN_NEG", "off-by-one in the measurability rule"),
+    Mutant("metrics-measurable-strict", "metrics", "return n_pos_patients >= MIN_POS and n_neg_patients >= MIN_NEG",
+           "return n_pos_patients > MIN_POS and n_neg_patients > MIN_NEG", "off-by-one in the measurability rule"),
     Mutant("metrics-uncertain-kept", "metrics", "keep = (y == 0) | (y == 1)\n    g = None", "keep = ~np.isnan(y)\n    g = None",
            "uncertain (-1) labels kept in the AUC's ranking"),
-    Mutant("metrics-bootstrap-by-image", "metrics", "members = _group_members(g)", "members = None",
-           "the bootstrap resamples images, not patients"),
+    Mutant("metrics-bootstrap-by-image", "metrics", "return np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)",
+           "return np.arange(n).astype(str)", "the bootstrap resamples images, not patients"),
     Mutant("metrics-ece-unweighted", "metrics", "ece += in_bin.sum() / y.size * abs(", "ece += 1 / n_bins * abs(",
            "ECE bins averaged without their sizes"),
     Mutant("metrics-mean-all-labels", "metrics", "if r.measurable and r.auc is not None]", "if r.auc is not None]",

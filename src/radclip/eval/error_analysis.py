@@ -106,16 +106,18 @@ def template_aucs(encode: Callable[[list[str]], np.ndarray], img: np.ndarray, la
     """Per-template, per-label zero-shot AUC and each label's spread (max - min over templates).
 
     Returns (the table, {template: (N, K) scores}) -- the scores are reused for the fairness
-    prompt analysis. Only labels with >= 3 positives and negatives get an AUC.
+    prompt analysis. Only labels with >= 3 positives and negatives get an AUC. The templates are the
+    frozen evaluation prompt set's (unseen in training), so the spread is sensitivity to new wording.
     """
-    from radclip.eval.zeroshot import class_embeddings, zeroshot_scores
-    from radclip.models.prompts import NEGATIVE_TEMPLATES, TEMPLATES
+    from radclip.eval.prompt_sets import EVAL_NEGATIVE_TEMPLATES as NEGATIVE_TEMPLATES
+    from radclip.eval.prompt_sets import EVAL_TEMPLATES as TEMPLATES
+    from radclip.eval.zeroshot import eval_set_embeddings, zeroshot_scores
 
     ok = measurable_columns(labels)
     per_template: dict[str, dict[str, float | None]] = {}
     all_scores: dict[str, np.ndarray] = {}
     for tpl, neg_tpl in zip(TEMPLATES, NEGATIVE_TEMPLATES, strict=True):
-        pos, neg = class_embeddings(encode, list(names), tpl, neg_tpl)
+        pos, neg = eval_set_embeddings(encode, list(names), tpl, neg_tpl)
         sc = zeroshot_scores(img, pos, neg)
         all_scores[tpl] = sc
         per_template[tpl] = {n: (roc_auc(labels[:, k][~np.isnan(labels[:, k])], sc[:, k][~np.isnan(labels[:, k])]) if ok[k] else None) for k, n in enumerate(names)}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-MIN_POS = 3  # fewest positive patients for a label's AUC to be reported as measurable
+MIN_POS = 3  # fewest positive patients for a label's AUC to be reported as measurable (= patient_bootstrap.MIN_PATIENTS)
 MIN_NEG = 3  # fewest negative patients, likewise
 
 
@@ -69,10 +69,11 @@ def _known(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray | None) ->
 
 def patient_counts(y: np.ndarray, groups: np.ndarray | None) -> tuple[int, int]:
     """(positive patients, negative patients) among known rows; each row is its own patient without groups."""
-    if groups is None:
-        return int((y == 1).sum()), int((y == 0).sum())
-    g = np.asarray(groups).astype(str)
-    return len(set(g[y == 1])), len(set(g[y == 0]))
+    from radclip.eval.patient_bootstrap import counts
+
+    y = np.asarray(y, dtype=np.float64)
+    c = counts(y, np.arange(len(y)).astype(str) if groups is None else np.asarray(groups).astype(str))
+    return c.n_pos_patients, c.n_neg_patients
 
 
 def is_measurable(n_pos_patients: int, n_neg_patients: int) -> bool:
@@ -80,33 +81,8 @@ def is_measurable(n_pos_patients: int, n_neg_patients: int) -> bool:
     return n_pos_patients >= MIN_POS and n_neg_patients >= MIN_NEG
 
 
-class StratifiedPatientBootstrap:
-    """Row-index resamples that draw whole patients, positive and negative patients separately.
-
-    ``y`` (N,) known 0/1 labels, ``groups`` (N,) patient ids (None = one patient per row).
-    """
-
-    def __init__(self, y: np.ndarray, groups: np.ndarray | None) -> None:
-        ids = np.arange(len(y)).astype(str) if groups is None else np.asarray(groups).astype(str)
-        _, inverse = np.unique(ids, return_inverse=True)
-        self.members = [np.flatnonzero(inverse == i) for i in range(int(inverse.max()) + 1)] if len(ids) else []
-        positive = np.array([bool((y[m] == 1).any()) for m in self.members], dtype=bool)
-        self.strata = [np.flatnonzero(positive), np.flatnonzero(~positive)]
-
-    def indices(self, rng: np.random.Generator) -> np.ndarray:
-        """One resample's row indices."""
-        chosen = [stratum[rng.integers(0, len(stratum), size=len(stratum))] for stratum in self.strata if len(stratum)]
-        return np.concatenate([self.members[i] for i in np.concatenate(chosen)])
-
-
-def percentile_ci(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float | None, float | None]:
-    """The ``1 - alpha`` percentile interval of finite bootstrap values (None, None when there are none)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return None, None
-    lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+def _patients(n: int, groups: np.ndarray | None) -> np.ndarray:
+    return np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)
 
 
 def auc_with_ci(
@@ -117,23 +93,15 @@ def auc_with_ci(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> AucResult:
-    """AUC and a percentile bootstrap ``1 - alpha`` CI from stratified patient resamples (see the module doc)."""
+    """AUC and a percentile bootstrap ``1 - alpha`` CI from stratified patient resamples (see the module doc).
+
+    The resampling itself lives in :mod:`radclip.eval.patient_bootstrap` (vectorised weighted AUCs).
+    """
+    from radclip.eval.patient_bootstrap import patient_stratified_bootstrap_auc
+
     y, s, g = _known(np.asarray(y_true), np.asarray(scores), None if groups is None else np.asarray(groups))
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    pp, pn = patient_counts(y, g)
-    if n_pos == 0 or n_neg == 0:
-        return AucResult(None, None, None, n_pos, n_neg, False, pp, pn)
-    auc = roc_auc(y, s)
-    lo = hi = None
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        boot = StratifiedPatientBootstrap(y, g)
-        values = []
-        for _ in range(n_boot):
-            idx = boot.indices(rng)
-            values.append(roc_auc(y[idx], s[idx]))
-        lo, hi = percentile_ci(values, alpha)
-    return AucResult(auc, lo, hi, n_pos, n_neg, is_measurable(pp, pn), pp, pn)
+    auc, lo, hi, c = patient_stratified_bootstrap_auc(y, s, _patients(len(y), g), n_boot=n_boot, seed=seed, alpha=alpha)
+    return AucResult(auc, lo, hi, c.n_pos_images, c.n_neg_images, is_measurable(c.n_pos_patients, c.n_neg_patients), c.n_pos_patients, c.n_neg_patients)
 
 
 def paired_auc_difference(
@@ -147,28 +115,17 @@ def paired_auc_difference(
 ) -> dict[str, Any]:
     """AUC(a) - AUC(b) on the same rows with a paired stratified patient-bootstrap CI.
 
-    Returns ``{"auc_a", "auc_b", "diff", "ci_low", "ci_high", "excludes_zero", "n_pos", "n_neg",
+    Returns ``{"auc_a", "auc_b", "diff", "ci_low", "ci_high", "excludes_zero", "n_pos_images", "n_neg_images",
     "n_pos_patients", "n_neg_patients", "measurable", "n_boot"}``; ``diff`` is None when a class is absent.
     """
-    y, sa, g = _known(np.asarray(y_true), np.asarray(scores_a), None if groups is None else np.asarray(groups))
-    _, sb, _ = _known(np.asarray(y_true), np.asarray(scores_b), None)
-    pp, pn = patient_counts(y, g)
-    out: dict[str, Any] = {"n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum()), "n_pos_patients": pp, "n_neg_patients": pn,
-                           "measurable": is_measurable(pp, pn), "n_boot": n_boot, "auc_a": None, "auc_b": None, "diff": None,
-                           "ci_low": None, "ci_high": None, "excludes_zero": False}
-    if out["n_pos"] == 0 or out["n_neg"] == 0:
-        return out
-    out["auc_a"], out["auc_b"] = roc_auc(y, sa), roc_auc(y, sb)
-    out["diff"] = out["auc_a"] - out["auc_b"]
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        boot = StratifiedPatientBootstrap(y, g)
-        diffs = []
-        for _ in range(n_boot):
-            idx = boot.indices(rng)
-            diffs.append(roc_auc(y[idx], sa[idx]) - roc_auc(y[idx], sb[idx]))
-        out["ci_low"], out["ci_high"] = percentile_ci(diffs, alpha)
-        out["excludes_zero"] = bool(out["ci_low"] is not None and (out["ci_low"] > 0 or out["ci_high"] < 0))
+    from radclip.eval.patient_bootstrap import paired_patient_bootstrap_diff
+
+    y = np.asarray(y_true, dtype=np.float64)
+    y = np.where((y == 0) | (y == 1), y, np.nan)  # -1 (uncertain) is unknown here too
+    out = paired_patient_bootstrap_diff(y, np.asarray(scores_a), np.asarray(scores_b), _patients(len(y), None if groups is None else np.asarray(groups)),
+                                        n_boot=n_boot, seed=seed, alpha=alpha)
+    out["ci_low"], out["ci_high"] = out.pop("lo"), out.pop("hi")
+    out["excludes_zero"] = bool(out["ci_low"] is not None and (out["ci_low"] > 0 or out["ci_high"] < 0))
     return out
 
 

@@ -49,7 +49,7 @@ class EvalInputs:
     classifier: tuple[np.ndarray, np.ndarray]  # triage head (weight (14, C), bias (14,))
     triage_images: Any  # ManifestDataset at the triage input size (thumbnails, CAM backgrounds)
     clip_images: np.ndarray  # (N, D) normalised image embeddings
-    zs_scores: np.ndarray  # (N, 14) zero-shot scores (ensembled prompts)
+    zs_scores: np.ndarray  # (N, 14) prompt-transfer scores (ensembled evaluation prompt set, unseen in training)
     clip_model: Any  # the image-text model (text encoding on demand)
     triage_card: Any  # ModelCard
     clip_card: Any  # ModelCard
@@ -102,7 +102,7 @@ def collect_inputs(cfg: RunConfig) -> EvalInputs:
     from radclip.eval.calibration import calibrated_probs
     from radclip.eval.retrieval import embed_images
     from radclip.eval.triage_eval import collect_logits
-    from radclip.eval.zeroshot import class_embeddings, zeroshot_scores
+    from radclip.eval.zeroshot import eval_set_embeddings, zeroshot_scores
     from radclip.io.datasets import ManifestDataset
 
     triage, tcard = _load(cfg.triage_model, "triage")
@@ -126,7 +126,8 @@ def collect_inputs(cfg: RunConfig) -> EvalInputs:
         classifier=(weight, bias), triage_images=ds, clip_images=img, zs_scores=np.zeros_like(preds.logits), clip_model=clip,
         triage_card=tcard, clip_card=ccard,
     )
-    pos, neg = class_embeddings(inputs.encode_text, list(NIH_LABELS))
+    # Prompt transfer: the frozen evaluation prompt set, whose wording training never saw (issue 20).
+    pos, neg = eval_set_embeddings(inputs.encode_text, list(NIH_LABELS))
     inputs.zs_scores = zeroshot_scores(img, pos, neg)
     return inputs
 
