@@ -7,6 +7,8 @@ is used only in error messages.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from radclip.io.contract import LoadedImage
@@ -14,6 +16,10 @@ from radclip.io.errors import EmptyFileError, UnsupportedFormatError
 
 DICOM_PREAMBLE = 128
 _HEAD_BYTES = 132
+# Decodes running at once in this process. Each may peak at several bytes per pixel of the pixel
+# limit (docs/reliability.md), so this bounds the total; further callers wait their turn.
+MAX_CONCURRENT_DECODES = max(1, int(os.environ.get("RADCLIP_MAX_CONCURRENT_DECODES", "2")))
+_decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 # First groups a data set without preamble/meta usually starts with: (0002,xxxx) meta or (0008,xxxx).
 _RAW_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 
@@ -83,11 +89,13 @@ def load_image(
     if kind in ("dicom", "dicom-raw"):
         from radclip.io.dicom import load_dicom
 
-        return load_dicom(data, max_pixels=max_pixels, name=name, force=kind == "dicom-raw")
+        with _decode_slots:
+            return load_dicom(data, max_pixels=max_pixels, name=name, force=kind == "dicom-raw")
     if kind in ("png", "jpeg"):
         from radclip.io.raster import load_raster
 
-        return load_raster(data, max_pixels=max_pixels, name=name)
+        with _decode_slots:
+            return load_raster(data, max_pixels=max_pixels, name=name)
     raise UnsupportedFormatError(
         f"{name} is not DICOM, PNG or JPEG ({_describe(head)}); send a DICOM (.dcm) radiograph or a PNG/JPEG export")
 
