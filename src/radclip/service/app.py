@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    from radclip.service.uploads import BodyLimit
+
+    app.add_middleware(BodyLimit)  # every body is counted while it streams, before anything parses it
     app.add_middleware(RequestMetrics)
     from radclip.service.routers import conditions, health, retrieve, screen, studies, triage, web
 
