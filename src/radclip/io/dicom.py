@@ -42,6 +42,7 @@ _DEFER_BYTES = 1024 * 1024
 DEFLATED_UID = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole data set is zlib-deflated
 # An inflated data set may hold max_pixels at up to 4 bytes each (16-bit grey, 8-bit RGB(A)) plus this much header.
 _INFLATE_HEADER_BYTES = 16 * 1024 * 1024
+_BAND_ROWS = 256  # rows mapped to grey at a time (bounds pydicom's float64 temporaries)
 
 
 def inflate_limit(max_pixels: int) -> int:
@@ -318,24 +319,41 @@ def _to_grey_rgb(arr: np.ndarray, ds: Any) -> tuple[np.ndarray, str]:
 
 
 def to_unit_range(ds: Any, stored: np.ndarray) -> tuple[np.ndarray, str, str]:
-    """Map stored values to [0, 1] float32 with 0 = black. Returns (pixels, photometric, windowing)."""
+    """Map stored values to [0, 1] float32 with 0 = black. Returns (pixels, photometric, windowing).
+
+    Every step is per pixel, so it runs a band of rows at a time into one float32 output: pydicom's
+    LUT and window functions work in float64 with several temporaries (about 30 bytes a pixel for
+    a whole 49 Mpx image; by bands, the output and one band's temporaries).
+    """
+    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+    out = np.empty(stored.shape[:2], dtype=CONTRACT_DTYPE)
+    windowing, handled = "", photometric
+    for top in range(0, stored.shape[0], _BAND_ROWS):
+        band = stored[top : top + _BAND_ROWS]
+        if stored.ndim == 3 or photometric == "PALETTE COLOR":
+            out[top : top + len(band)], handled = _to_grey_rgb(band, ds)
+            windowing = "stored range (colour)"
+        else:
+            out[top : top + len(band)], windowing = _grey_band(ds, band)
+    if handled != photometric:
+        return out, handled, windowing
+    if photometric == "MONOCHROME1":
+        np.subtract(1.0, out, out=out)
+        return out, "MONOCHROME1 (inverted)", windowing
+    return out, photometric, windowing
+
+
+def _grey_band(ds: Any, stored: np.ndarray) -> tuple[np.ndarray, str]:
+    """Modality LUT / rescale, then VOI LUT, window or the stored range, for some rows of a grey image."""
     from pydicom.pixels import apply_modality_lut
 
-    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
-    if stored.ndim == 3 or photometric == "PALETTE COLOR":
-        pixels, handled = _to_grey_rgb(stored, ds)
-        return pixels, handled, "stored range (colour)"
     values = apply_modality_lut(stored, ds)
     has_voi_lut = bool(ds.get("VOILUTSequence")) and "LUTData" in ds.VOILUTSequence[0]
     if has_voi_lut:
-        pixels, windowing = _voi_lut(ds, values)
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        pixels, windowing = _window(ds, values)
-    else:
-        lo, hi = _stored_range(ds)
-        limits = apply_modality_lut(_lut_probe(ds, lo, hi), ds)
-        y_lo, y_hi = float(np.min(limits)), float(np.max(limits))
-        pixels, windowing = _normalise(values, y_lo, y_hi), f"stored range [{y_lo:g}, {y_hi:g}]"
-    if photometric == "MONOCHROME1":
-        return (1.0 - pixels).astype(CONTRACT_DTYPE), "MONOCHROME1 (inverted)", windowing
-    return pixels, photometric, windowing
+        return _voi_lut(ds, values)
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        return _window(ds, values)
+    lo, hi = _stored_range(ds)
+    limits = apply_modality_lut(_lut_probe(ds, lo, hi), ds)
+    y_lo, y_hi = float(np.min(limits)), float(np.max(limits))
+    return _normalise(values, y_lo, y_hi), f"stored range [{y_lo:g}, {y_hi:g}]"
