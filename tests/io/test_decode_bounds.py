@@ -113,6 +113,7 @@ def _measure(tmp_path: Path, data: bytes) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("bomb", "expected"),
     [("png_rgb_7000", "loaded"), ("modality_lut_bits28", "loaded"), ("modality_lut_bits32", "loaded"),

@@ -91,7 +91,7 @@ def load_dicom(source: Path | bytes, *, max_pixels: int, name: str, force: bool 
     stored = _decode(ds, name=name)
     try:
         pixels, photometric, windowing = to_unit_range(ds, stored)
-    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
+    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError, OverflowError) as exc:
         raise CorruptImageError(
             f"{name}: the grey-level tags (rescale, window, VOI LUT) cannot be applied ({exc}); "
             "fix or remove them, or re-export the image") from None
@@ -138,13 +138,33 @@ def read_dataset(source: Path | bytes, *, name: str, force: bool = False, max_in
     fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
         ds = pydicom.dcmread(fp, force=force, defer_size=_DEFER_BYTES)
+        _convert_elements(ds)
     except InvalidDicomError as exc:
         raise UnsupportedFormatError(f"{name} is not a DICOM file ({exc}); send a DICOM Part 10 file, PNG or JPEG") from None
-    except (EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # any parse failure of outside bytes: EOF, bad VR or length, unknown VR, too deep, ...
         raise CorruptImageError(f"{name}: the DICOM header cannot be parsed ({exc}); the file is damaged or truncated, re-export it from the source") from None
     if len(ds) == 0:  # pydicom returns an empty data set (with a warning) when the file ends mid-element
         raise CorruptImageError(f"{name}: the DICOM file is truncated (no data element could be read to the end); copy or re-export the complete file")
     return ds
+
+
+def _convert_elements(ds: Any) -> None:
+    """Convert every header element now (pixel data aside), so a damaged one fails here, as a corrupt header.
+
+    pydicom converts raw elements on first access; left lazy, a bad VR or length surfaced later
+    from any ``ds.get`` (e.g. reading PatientAge) as NotImplementedError or BytesLengthException.
+    """
+    meta = getattr(ds, "file_meta", None)
+    for dataset in (meta, ds) if meta is not None else (ds,):
+        for tag in list(dataset.keys()):
+            if tag == 0x7FE00010:  # PixelData: decoded (or refused) later, never read for a refused file
+                continue
+            elem = dataset[tag]
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    _convert_elements(item)
 
 
 def _file_head(path: Path, size: int = 4096) -> bytes:
@@ -217,7 +237,7 @@ def _decode(ds: Any, *, name: str) -> np.ndarray:
     if uid is not None:
         try:
             decoder = get_decoder(uid)
-        except NotImplementedError:
+        except (NotImplementedError, TypeError, ValueError):  # TypeError: a damaged UID that is not text
             raise UnsupportedFormatError(
                 f"{name} uses transfer syntax {getattr(uid, 'name', uid)}, which pydicom cannot decode; "
                 "re-export it uncompressed or as JPEG / JPEG 2000 / RLE") from None
@@ -231,6 +251,12 @@ def _decode(ds: Any, *, name: str) -> np.ndarray:
         raise
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/AttributeError/EOFError for bad data
         raise CorruptImageError(f"{name}: the pixel data cannot be decoded ({exc}); the file is damaged or truncated, re-export it") from None
+    except BaseException as exc:  # a native decoder's panic: pyo3's PanicException (pylibjpeg-rle) is a BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise CorruptImageError(
+            f"{name}: the pixel decoder failed on this data ({type(exc).__name__}: {exc}); the compressed pixel data is "
+            "damaged, re-export the image") from None
     # No mask for unused high bits here: pydicom's decoders already clear them (``correct_unused_bits``,
     # native and RLE data; JPEG codestreams carry their own precision). tests/io pins that behaviour.
     return arr
