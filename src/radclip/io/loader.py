@@ -7,7 +7,6 @@ is used only in error messages.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -16,10 +15,18 @@ from radclip.io.errors import EmptyFileError, UnsupportedFormatError
 
 DICOM_PREAMBLE = 128
 _HEAD_BYTES = 132
-# Decodes running at once in this process. Each may peak at several bytes per pixel of the pixel
+# Decodes running at once in this process. Each may peak at about 9 bytes per pixel of the pixel
 # limit (docs/reliability.md), so this bounds the total; further callers wait their turn.
-MAX_CONCURRENT_DECODES = max(1, int(os.environ.get("RADCLIP_MAX_CONCURRENT_DECODES", "2")))
+MAX_CONCURRENT_DECODES = 2
 _decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+
+def set_max_concurrent_decodes(n: int) -> None:
+    """Allow ``n`` decodes at once from now on (call at start-up, before any decode runs)."""
+    global _decode_slots
+    if n < 1:
+        raise ValueError(f"max concurrent decodes must be at least 1, got {n}")
+    _decode_slots = threading.BoundedSemaphore(n)
 # First groups a data set without preamble/meta usually starts with: (0002,xxxx) meta or (0008,xxxx).
 _RAW_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 
