@@ -35,7 +35,7 @@ def _connection(server: BackgroundServer) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
 
 
-def test_a_500_keeps_the_keep_alive_connection(bare_server: BackgroundServer) -> None:
+def test_a_500_keeps_the_keep_alive_connection(bare_server: BackgroundServer, caplog: pytest.LogCaptureFixture) -> None:
     conn = _connection(bare_server)
     conn.connect()
     sock = conn.sock
@@ -52,6 +52,9 @@ def test_a_500_keeps_the_keep_alive_connection(bare_server: BackgroundServer) ->
         assert ok.status == 200
         assert conn.sock is sock  # the same TCP connection: http.client would silently reconnect otherwise
     conn.close()
+    ours = [r for r in caplog.records if r.getMessage() == "unhandled error: RuntimeError"]
+    theirs = [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]
+    assert (len(ours), len(theirs)) == (10, 0)  # each error logged once, by radclip
 
 
 def _json_body(size: int) -> bytes:
