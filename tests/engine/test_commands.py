@@ -69,3 +69,24 @@ def test_index_cli_builds_then_warm_loads(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["index", "--manifest", str(manifest), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["live"] == 2
     assert main(["index", str(tmp_path / "missing"), "--no-progress"]) == 1
+
+
+def test_conditions_list_on_a_fresh_home_seeds_like_the_service(fake_text: HashingTextEmbedder, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # fmt: skip
+    from radclip.engine.registry import SEED_PATH
+
+    seeded = len(json.loads(SEED_PATH.read_text())["conditions"])
+    assert main(["conditions", "list", "--json"]) == 0
+    out = capsys.readouterr()
+    assert len(json.loads(out.out)) == seeded >= 60  # before: [] until `radclip serve` had run once
+    assert f"registry was empty; registered the {seeded} shipped seed conditions" in out.err
+    assert main(["conditions", "list", "--json"]) == 0
+    again = capsys.readouterr()
+    assert len(json.loads(again.out)) == seeded and again.err == ""  # seeded once, and said so once
+    from radclip.settings import get_settings
+
+    monkeypatch.setenv("RADCLIP_HOME", str(tmp_path / "opted-out"))
+    monkeypatch.setenv("RADCLIP_SEED_CONDITIONS", "false")
+    get_settings.cache_clear()
+    assert main(["conditions", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

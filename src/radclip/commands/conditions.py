@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         registry = PromptRegistry(args.database, _embedder() if needs_model else None)
         if args.action == "list":
+            _seed_if_empty(registry)
             items = [c.to_dict() for c in registry.list(active_only=not args.all)]
             if args.json:
                 print(json.dumps(items, indent=1))
@@ -75,6 +76,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"radclip conditions: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _seed_if_empty(registry: Any) -> None:
+    """A fresh registry gets the shipped seed conditions, exactly as ``radclip serve`` does on its first start.
+
+    Without this, ``conditions list`` on a new RADCLIP_HOME printed nothing until the service had run once.
+    """
+    from radclip.settings import get_settings
+
+    if not get_settings().seed_conditions or registry.list(active_only=False):
+        return
+    registry.embedder = _embedder()  # seeding embeds the prompts: the text model is needed only now
+    counts = registry.load_seed()
+    print(f"radclip conditions: the registry was empty; registered the {counts['registered']} shipped seed conditions, "
+          "as `radclip serve` does on first start (set RADCLIP_SEED_CONDITIONS=false to keep it empty)", file=sys.stderr)  # fmt: skip
 
 
 def _calibrate(args: argparse.Namespace) -> int:

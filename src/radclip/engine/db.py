@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -116,14 +117,19 @@ class Calibration(Base):
 
 
 class IndexItem(Base):
-    """One indexed study; ``id`` is the vector's id inside the FAISS index."""
+    """One indexed image (a study may hold several, e.g. PA and lateral); ``id`` is its FAISS vector id."""
 
     __tablename__ = "index_items"
     # AUTOINCREMENT on SQLite: ids are FAISS ids and must never be reused after a delete.
-    __table_args__ = (UniqueConstraint("index_key", "study_id"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        UniqueConstraint("index_key", "instance_id", name="uq_index_items_instance"),
+        Index("ix_index_items_study", "index_key", "study_id"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     index_key: Mapped[str] = mapped_column(String(200), index=True)  # snapshot + image-model key
     study_id: Mapped[str] = mapped_column(String(200))
+    instance_id: Mapped[str] = mapped_column(String(200))  # SOP Instance UID (or the study id for one-image studies)
     patient_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     view: Mapped[str | None] = mapped_column(String(16), nullable=True)
     study_date: Mapped[str | None] = mapped_column(String(32), nullable=True)

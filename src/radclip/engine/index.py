@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import re
+import threading
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,12 +186,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StagedSave:
+    key: IndexKey
+    path: Path  # the index written to a temporary file of its own
+    info: dict[str, Any]  # the manifest fields taken from the index when it was written
+    seq: int  # staging order: a commit never replaces a newer state with an older one
 
 
 @dataclass
@@ -208,27 +218,47 @@ class IndexStore:
 
             root = get_settings().home / "index"
         self.root = Path(root)
+        self._order, self._commit_lock = threading.Lock(), threading.Lock()
+        self._staged = 0
+        self._committed: dict[IndexKey, int] = {}
 
     def paths(self, key: IndexKey) -> tuple[Path, Path]:
         return self.root / f"{key.slug}.faiss", self.root / f"{key.slug}.manifest.json"
 
     def save(self, key: IndexKey, index: VectorIndex, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        faiss = _faiss()
+        return self.commit(self.stage(key, index, extra))
+
+    def stage(self, key: IndexKey, index: VectorIndex, extra: dict[str, Any] | None = None) -> StagedSave:
+        """The part of a save that reads ``index``: write it to a temporary file of its own (no fsync).
+
+        Callers hold their index lock for this only; :meth:`commit` (fsync, hash, rename) runs
+        outside it, so searches are not blocked while the file is synced and hashed.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        idx_path, man_path = self.paths(key)
-        tmp = idx_path.with_name(f".{idx_path.name}.tmp-{os.getpid()}")
-        faiss.write_index(index._index, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        digest = sha256_file(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, idx_path)
-        manifest = {
-            "format": MANIFEST_FORMAT, "key": asdict(key), "file": idx_path.name, "sha256": digest, "bytes": size,
-            "kind": index.kind, "dim": index.dim, "ntotal": index.ntotal, "live": index.live,
-            "tombstones": sorted(index.tombstones), "config": asdict(index.config), **(extra or {}),
-        }  # fmt: skip
-        _atomic_write_bytes(man_path, json.dumps(manifest, indent=1).encode())
+        idx_path, _ = self.paths(key)
+        tmp = idx_path.with_name(f".{idx_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        _faiss().write_index(index._index, str(tmp))
+        info = {"kind": index.kind, "dim": index.dim, "ntotal": index.ntotal, "live": index.live,
+                "tombstones": sorted(index.tombstones), "config": asdict(index.config), **(extra or {})}  # fmt: skip
+        with self._order:
+            self._staged += 1
+            return StagedSave(key, tmp, info, self._staged)
+
+    def commit(self, staged: StagedSave) -> dict[str, Any]:
+        """fsync, hash and rename a staged file, then its manifest; an older stage than the last committed is dropped."""
+        idx_path, man_path = self.paths(staged.key)
+        with self._commit_lock:
+            if staged.seq <= self._committed.get(staged.key, 0):
+                staged.path.unlink(missing_ok=True)  # a newer state of the same index is already on disk
+                return {}
+            with open(staged.path, "rb+") as f:
+                os.fsync(f.fileno())
+            digest, size = sha256_file(staged.path), staged.path.stat().st_size
+            os.replace(staged.path, idx_path)
+            manifest = {"format": MANIFEST_FORMAT, "key": asdict(staged.key), "file": idx_path.name, "sha256": digest,
+                        "bytes": size, **staged.info}  # fmt: skip
+            _atomic_write_bytes(man_path, json.dumps(manifest, indent=1).encode())
+            self._committed[staged.key] = staged.seq
         return manifest
 
     def load(self, key: IndexKey, config: IndexConfig | None = None) -> LoadOutcome:

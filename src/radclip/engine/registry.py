@@ -32,6 +32,9 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[_-][A-Za-z0-9]+)*$")
 MAX_NAME = 64
 MIN_PROMPTS, MAX_PROMPTS = 1, 32
 MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 3, 300
+MAX_SYNONYMS, MAX_SYNONYM_CHARS = 32, 100
+# Each lost race on the unique name/version re-reads the row it lost to; one writer wins per attempt.
+_WRITE_ATTEMPTS = 8
 CATEGORIES = (
     "parenchymal", "pleural", "cardiomediastinal", "airway", "osseous",
     "devices_lines", "subdiaphragmatic", "normal", "other",
@@ -110,6 +113,9 @@ def validate_definition(
     if dups:
         raise RegistryError(f"{name}: duplicate prompt(s) {dups}; remove the repeats")
     syn = tuple(dict.fromkeys(" ".join(str(s).split()) for s in synonyms if str(s).strip()))
+    if len(syn) > MAX_SYNONYMS or any(len(s) > MAX_SYNONYM_CHARS for s in syn):
+        raise RegistryError(f"{name}: give at most {MAX_SYNONYMS} synonyms of at most {MAX_SYNONYM_CHARS} characters each; "
+                            "shorten or drop the long ones")  # fmt: skip
     if category not in CATEGORIES:
         raise RegistryError(f"{name}: unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
     return name, clean, syn, category
@@ -193,10 +199,12 @@ class PromptRegistry:
     ) -> RegistrationResult:
         """Register or update a condition; identical definitions are a no-op ("unchanged")."""
         name, prompts, syn, category = validate_definition(name, prompts, synonyms, category)
-        try:
-            return self._register(name, prompts, syn, category, registered_by)
-        except IntegrityError:  # a concurrent writer registered the same name/version first
-            return self._register(name, prompts, syn, category, registered_by)
+        for _ in range(_WRITE_ATTEMPTS - 1):
+            try:
+                return self._register(name, prompts, syn, category, registered_by)
+            except IntegrityError:  # a concurrent writer registered the same name/version first: re-read and decide again
+                continue
+        return self._register(name, prompts, syn, category, registered_by)
 
     def _register(self, name: str, prompts: tuple[str, ...], syn: tuple[str, ...], category: str, by: str) -> RegistrationResult:
         emb = self._require_embedder()

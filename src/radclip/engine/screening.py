@@ -12,6 +12,7 @@ re-read at most every ``refresh_s`` seconds or when the registry object reports 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ class Screener:
         self._loaded_at = 0.0
         self._seen_changes = -1
         self._reference: ReferenceDistribution | None = None
+        # Held while the state is rebuilt or its inputs (reference, fits) change, so a rebuild that began
+        # before set_reference cannot store its stale result after it. Scoring reads the state without it.
+        self._state_lock = threading.RLock()
 
     # -- state ----------------------------------------------------------------------------
     def _engine(self) -> Any:
@@ -118,14 +122,16 @@ class Screener:
         state = self._state
         if state is not None and changes == self._seen_changes and time.monotonic() - self._loaded_at < self.refresh_s:
             return state
-        m = self.conditions.condition_matrix(self.text_version)
-        if state is None or m is not state[0]:
-            vids = dict(zip(m.names, m.version_ids, strict=True))
-            stored = load_calibrations(self._engine(), vids, m.text_version, self.image_version) if self._engine() else {}
-            self._cals = {**stored, **{k: v for k, v in self._explicit_cals.items() if k in vids}}
-            state = self._state = self._with_arrays(m)
-        self._loaded_at, self._seen_changes = time.monotonic(), changes
-        return state
+        with self._state_lock:
+            state = self._state
+            m = self.conditions.condition_matrix(self.text_version)
+            if state is None or m is not state[0]:
+                vids = dict(zip(m.names, m.version_ids, strict=True))
+                stored = load_calibrations(self._engine(), vids, m.text_version, self.image_version) if self._engine() else {}
+                self._cals = {**stored, **{k: v for k, v in self._explicit_cals.items() if k in vids}}
+                state = self._state = self._with_arrays(m)
+            self._loaded_at, self._seen_changes = time.monotonic(), changes
+            return state
 
     def fit_calibration(self, image_embs: np.ndarray, label_matrix: np.ndarray, names: Sequence[str],
                         persist: bool = True) -> dict[str, LogisticCalibration]:  # fmt: skip
@@ -143,15 +149,17 @@ class Screener:
         if persist and self._engine() is not None:
             vids = dict(zip(m.names, m.version_ids, strict=True))
             save_calibrations(self._engine(), vids, cals, m.text_version, self.image_version)
-        self._explicit_cals.update(cals)
-        self._cals.update(cals)
-        self._state = self._with_arrays(m)
+        with self._state_lock:
+            self._explicit_cals.update(cals)
+            self._cals.update(cals)
+            self._state = self._with_arrays(m)
         return cals
 
     def set_reference(self, reference: ReferenceDistribution | None) -> None:
         """Use ``reference`` (e.g. the indexed corpus) for conditions without a labelled fit."""
-        self._reference = reference
-        self._state = None  # rebuilt on the next request
+        with self._state_lock:  # waits for a rebuild in flight, which would otherwise store the old mapping
+            self._reference = reference
+            self._state = None  # rebuilt on the next request
 
     def _with_arrays(self, m: ConditionMatrix) -> tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray]:
         """Per-condition (scale, bias, calibrated) vectors aligned with the matrix rows.

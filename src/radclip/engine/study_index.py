@@ -8,6 +8,12 @@ reports ``progress(done, total)`` after each batch and checks ``cancel`` between
 a cancelled build writes nothing. ``add_studies`` / ``delete_study`` change the live index
 and re-save it (HNSW deletes are tombstones, compacted past a threshold: see
 :mod:`radclip.engine.index`).
+
+Rows are images, unique per (index key, ``instance_id``: the SOP Instance UID), grouped by
+``study_id``: a lateral sent after the PA of the same study is a second row. Concurrent adds of
+the same image insert it once (``ON CONFLICT DO NOTHING``); the others report it as present.
+Changes take the index lock only to change the index and write it to a temporary file; the
+fsync, hash and rename that follow run outside it, so searches are not held up by a save.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from radclip.engine import db
@@ -47,6 +54,11 @@ class StudyRecord:
     study_date: str | None = None
     findings: str | None = None  # report text or label summary, shown with retrieval hits
     source: str | None = None
+    instance_id: str | None = None  # SOP Instance UID of the image; default: the study id (one image per study)
+
+    @property
+    def image_key(self) -> str:
+        return self.instance_id or self.study_id
 
 
 @dataclass
@@ -117,15 +129,33 @@ class StudyIndex:
         with self._sessions() as s:
             return int(s.scalar(select(func.count()).select_from(db.IndexItem).where(db.IndexItem.index_key == key.slug)))
 
+    def _row(self, key: IndexKey, r: StudyRecord, now: Any) -> dict[str, Any]:
+        return {"index_key": key.slug, "study_id": r.study_id, "instance_id": r.image_key, "patient_id": r.patient_id,
+                "view": r.view, "study_date": r.study_date, "findings": r.findings, "source": r.source,
+                "image_path": str(r.image_path), "added_at": now}  # fmt: skip
+
     def _insert(self, key: IndexKey, records: Sequence[StudyRecord]) -> np.ndarray:
         now = db.utcnow()
         with self._sessions.begin() as s:
-            rows = [db.IndexItem(index_key=key.slug, study_id=r.study_id, patient_id=r.patient_id, view=r.view,
-                                 study_date=r.study_date, findings=r.findings, source=r.source,
-                                 image_path=str(r.image_path), added_at=now) for r in records]  # fmt: skip
+            rows = [db.IndexItem(**self._row(key, r, now)) for r in records]
             s.add_all(rows)
             s.flush()
             return np.array([r.id for r in rows], np.int64)
+
+    def _insert_new(self, key: IndexKey, records: Sequence[StudyRecord]) -> np.ndarray:
+        """Insert each image unless a concurrent writer already did; its id, or -1 where it was present."""
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return self._insert(key, records)
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        now, out = db.utcnow(), []
+        with self._sessions.begin() as s:
+            for r in records:
+                stmt = insert(db.IndexItem).values(**self._row(key, r, now))
+                stmt = stmt.on_conflict_do_nothing(index_elements=["index_key", "instance_id"]).returning(db.IndexItem.id)
+                got = s.execute(stmt).scalar_one_or_none()
+                out.append(-1 if got is None else int(got))
+        return np.array(out, np.int64)
 
     def metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = [int(i) for i in ids if int(i) >= 0]
@@ -206,38 +236,47 @@ class StudyIndex:
 
     def add_studies(self, records: Sequence[StudyRecord], progress: ProgressFn | None = None,
                     cancel: CancelFlag | None = None) -> int:  # fmt: skip
-        """Embed and add new studies (ids already indexed are skipped); returns how many were added."""
-        key, index = self._require()
+        """Embed and add new images (images already indexed are skipped); returns how many were added."""
+        key, _ = self._require()
         with self._sessions() as s:
-            have = set(s.scalars(select(db.IndexItem.study_id).where(db.IndexItem.index_key == key.slug)).all())
-        new = [r for r in records if r.study_id not in have]
+            have = set(s.scalars(select(db.IndexItem.instance_id).where(db.IndexItem.index_key == key.slug)).all())
+        new = list({r.image_key: r for r in records if r.image_key not in have}.values())
         kept, vecs, _ = self._embed(new, progress, cancel)
         if not kept:
             return 0
-        ids = self._insert(key, kept)
+        ids = self._insert_new(key, kept)  # a concurrent add of the same image may have won: -1 there
+        fresh = ids >= 0
+        if not fresh.any():
+            return 0
         with self._lock:
-            index.add(vecs, ids)
+            index = self._require()[1]  # read under the lock: a concurrent compaction may have replaced it
+            index.add(vecs[fresh], ids[fresh])
             if index.kind == "flat" and index.live >= self.config.hnsw_threshold:
                 index = self.index = index.compacted()  # grew past the threshold: switch to HNSW
-            self.store.save(key, index, {"image_version": self.embedder.version})
-        return len(kept)
+            staged = self.store.stage(key, index, {"image_version": self.embedder.version})
+        self.store.commit(staged)
+        return int(fresh.sum())
 
     def delete_study(self, study_id: str) -> bool:
-        """Remove one study from the index and the metadata; False when it was not indexed."""
-        key, index = self._require()
+        """Remove every image of one study from the index and the metadata; False when it was not indexed."""
+        key, _ = self._require()
         with self._sessions.begin() as s:
-            row = s.scalars(select(db.IndexItem).where(db.IndexItem.index_key == key.slug,
-                                                       db.IndexItem.study_id == study_id)).one_or_none()  # fmt: skip
-            if row is None:
+            rows = s.scalars(select(db.IndexItem).where(db.IndexItem.index_key == key.slug,
+                                                        db.IndexItem.study_id == study_id)).all()  # fmt: skip
+            if not rows:
                 return False
-            vid = row.id
-            s.delete(row)
-        self._meta_cache.pop(vid, None)
+            vids = [r.id for r in rows]
+            for row in rows:
+                s.delete(row)
+        for vid in vids:
+            self._meta_cache.pop(vid, None)
         with self._lock:
-            index.remove(np.array([vid]))
+            index = self._require()[1]
+            index.remove(np.array(vids, np.int64))
             if index.needs_compaction:
                 index = self.index = index.compacted()
-            self.store.save(key, index, {"image_version": self.embedder.version})
+            staged = self.store.stage(key, index, {"image_version": self.embedder.version})
+        self.store.commit(staged)
         return True
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:

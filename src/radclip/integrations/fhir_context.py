@@ -57,9 +57,30 @@ def _validate(resource: dict[str, Any], expected: str) -> Any:
 
 
 def _dicom_date(value: str | None) -> str | None:
+    """DICOM DA (YYYYMMDD) -> ISO; ``None`` for anything that is not a real calendar date."""
     if value and len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+        try:
+            return dt.date(int(value[:4]), int(value[4:6]), int(value[6:])).isoformat()
+        except ValueError:  # e.g. 20201399: the study date is unknown, not an error for the request
+            return None
     return None
+
+
+def _birth_date(value: dt.date | str) -> tuple[str, dt.date]:
+    """A FHIR ``date`` (YYYY, YYYY-MM or YYYY-MM-DD) -> (as given, the date used for the age).
+
+    A partial date stands for its whole period, so the age is taken from its middle (1 July of
+    the year, the 15th of the month): at most half a year off for a year-only birthDate.
+    """
+    if isinstance(value, dt.date):
+        return value.isoformat(), value
+    parts = [int(x) for x in str(value).split("-")]
+    try:
+        if len(parts) == 1:
+            return str(value), dt.date(parts[0], 7, 1)
+        return str(value), dt.date(parts[0], parts[1], 15)
+    except ValueError:
+        raise FhirValidationError(f"invalid FHIR Patient.birthDate {value!r}; use YYYY, YYYY-MM or YYYY-MM-DD") from None
 
 
 def _age_at(birth: dt.date, on: dt.date) -> float:
@@ -77,9 +98,9 @@ def context_from_fhir(patient: dict[str, Any] | None, study: dict[str, Any] | No
         fields["patient_id"] = p.id or fields["patient_id"]
         fields["sex"] = _SEX_FROM_GENDER.get(p.gender or "unknown") or fields["sex"]
         if p.birthDate is not None:
-            fields["birth_date"] = p.birthDate.isoformat()
+            fields["birth_date"], born = _birth_date(p.birthDate)
             on = dt.date.fromisoformat(fields["study_date"]) if fields["study_date"] else dt.date.today()
-            fields["age_years"] = _age_at(p.birthDate, on)
+            fields["age_years"] = max(_age_at(born, on), 0.0)
     if study is not None:
         s = _validate(study, "ImagingStudy")
         for ident in s.identifier or []:

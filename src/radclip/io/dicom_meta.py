@@ -75,6 +75,13 @@ def _age(ds: Any, extra: dict[str, Any]) -> float | None:
     return age
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):  # several values or text: the header fact is unknown, not fatal
+        return None
+
+
 def meta_from_dataset(ds: Any, *, photometric: str, windowing: str, shape: tuple[int, ...]) -> ImageMeta:
     """Build :class:`ImageMeta` from the header; notes on anything unusual go to ``extra["notes"]``."""
     notes: list[str] = []
@@ -95,7 +102,7 @@ def meta_from_dataset(ds: Any, *, photometric: str, windowing: str, shape: tuple
         source_format="dicom",
         photometric=photometric,
         original_shape=(int(shape[0]), int(shape[1])),
-        bits_stored=int(bits) if bits is not None else None,
+        bits_stored=_int_or_none(bits),
         pixel_spacing_mm=_spacing(ds, extra),
         view_position=view,
         modality=modality,

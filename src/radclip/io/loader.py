@@ -7,6 +7,7 @@ is used only in error messages.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from radclip.io.contract import LoadedImage
@@ -14,6 +15,18 @@ from radclip.io.errors import EmptyFileError, UnsupportedFormatError
 
 DICOM_PREAMBLE = 128
 _HEAD_BYTES = 132
+# Decodes running at once in this process. Each may peak at about 9 bytes per pixel of the pixel
+# limit (docs/reliability.md), so this bounds the total; further callers wait their turn.
+MAX_CONCURRENT_DECODES = 2
+_decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+
+def set_max_concurrent_decodes(n: int) -> None:
+    """Allow ``n`` decodes at once from now on (call at start-up, before any decode runs)."""
+    global _decode_slots
+    if n < 1:
+        raise ValueError(f"max concurrent decodes must be at least 1, got {n}")
+    _decode_slots = threading.BoundedSemaphore(n)
 # First groups a data set without preamble/meta usually starts with: (0002,xxxx) meta or (0008,xxxx).
 _RAW_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
 
@@ -83,11 +96,13 @@ def load_image(
     if kind in ("dicom", "dicom-raw"):
         from radclip.io.dicom import load_dicom
 
-        return load_dicom(data, max_pixels=max_pixels, name=name, force=kind == "dicom-raw")
+        with _decode_slots:
+            return load_dicom(data, max_pixels=max_pixels, name=name, force=kind == "dicom-raw")
     if kind in ("png", "jpeg"):
         from radclip.io.raster import load_raster
 
-        return load_raster(data, max_pixels=max_pixels, name=name)
+        with _decode_slots:
+            return load_raster(data, max_pixels=max_pixels, name=name)
     raise UnsupportedFormatError(
         f"{name} is not DICOM, PNG or JPEG ({_describe(head)}); send a DICOM (.dcm) radiograph or a PNG/JPEG export")
 

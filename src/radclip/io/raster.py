@@ -29,8 +29,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 # Pillow format names accepted ("MPO" is a multi-picture JPEG; its first picture is read).
 ACCEPTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
-_LUMA = np.array([0.299, 0.587, 0.114])
 _EXIF_ORIENTATION = 0x0112
+_BAND_ROWS = 256  # rows converted to grey at a time (bounds the temporary copies)
 
 
 def png_significant_bits(data: bytes) -> int | None:
@@ -65,12 +65,31 @@ def _open(source: Path | bytes, name: str) -> Any:
         raise CorruptImageError(f"{name}: the image header cannot be read ({exc}); the file is damaged or truncated, re-export it") from None
 
 
+def _unit_float32(img: Any, scale: float) -> np.ndarray:
+    """``img / scale`` as float32 in [0, 1], without a float64 copy (4 bytes a pixel, not 8)."""
+    out = np.asarray(img, dtype=np.float32)
+    if not out.flags.writeable:
+        out = out.copy()
+    out /= np.float32(scale)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def _grey_from_colour(img: Any) -> tuple[np.ndarray, str]:
+    """BT.601 luma in [0, 1], converted a band of rows at a time into one float32 array.
+
+    Pillow's RGB -> F is the same luma (0.299, 0.587, 0.114) in float32. Whole-image copies
+    (float64 (H, W, 3), then luma) cost 2.4 GB at peak for a 7000x7000 RGB PNG; by bands the
+    peak is the decoded image plus the output (about 8 bytes a pixel).
+    """
     mode = img.mode
-    rgb = img.convert("RGB") if mode not in ("RGB",) else img
-    arr = np.asarray(rgb, dtype=np.float64)
-    luma = arr @ _LUMA
-    return np.clip(luma / 255.0, 0.0, 1.0), f"{mode} (to gray)"
+    width, height = img.size
+    out = np.empty((height, width), dtype=np.float32)
+    for top in range(0, height, _BAND_ROWS):
+        band = img.crop((0, top, width, min(top + _BAND_ROWS, height)))
+        rgb = band if band.mode == "RGB" else band.convert("RGB")
+        out[top : top + rgb.size[1]] = np.asarray(rgb.convert("F"), dtype=np.float32)
+    out /= np.float32(255.0)
+    return np.clip(out, 0.0, 1.0, out=out), f"{mode} (to gray)"
 
 
 def _sixteen_bit(img: Any, head: bytes) -> tuple[np.ndarray, str, int]:
@@ -81,21 +100,20 @@ def _sixteen_bit(img: Any, head: bytes) -> tuple[np.ndarray, str, int]:
     bits = 16
     if sbit is not None and 0 < sbit < 16 and int(arr.max(initial=0)) <= 2**sbit - 1:
         bits = sbit
-    pixels = np.clip(arr.astype(np.float64) / (2**bits - 1), 0.0, 1.0)
-    return pixels, img.mode, bits
+    return _unit_float32(arr, float(2**bits - 1)), img.mode, bits
 
 
 def _to_pixels(img: Any, head: bytes) -> tuple[np.ndarray, str, int, list[str]]:
-    """Decoded pixels in [0, 1] (float64), the photometric handled, bits per sample, notes."""
+    """Decoded pixels in [0, 1] (float32), the photometric handled, bits per sample, notes."""
     notes: list[str] = []
     mode = img.mode
     if mode == "1":
-        return np.asarray(img, dtype=np.float64), "1 (bilevel)", 1, notes
+        return np.asarray(img, dtype=np.float32), "1 (bilevel)", 1, notes
     if mode == "L":
-        return np.asarray(img, dtype=np.float64) / 255.0, "L", 8, notes
+        return _unit_float32(img, 255.0), "L", 8, notes
     if mode == "LA":
         notes.append("alpha channel dropped")
-        return np.asarray(img.getchannel("L"), dtype=np.float64) / 255.0, "LA (alpha dropped)", 8, notes
+        return _unit_float32(img.getchannel("L"), 255.0), "LA (alpha dropped)", 8, notes
     if mode.startswith("I"):
         pixels, handled, bits = _sixteen_bit(img, head)
         if bits != 16:

@@ -88,8 +88,11 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         redoc_url=None,
     )
     install_problem_handlers(app)
+    from radclip.service.uploads import BodyLimit
+
     app.add_middleware(AuditMiddleware)  # innermost: sees the matched route and the principal
     install_access(app, settings)
+    app.add_middleware(BodyLimit)  # every body is counted while it streams, before anything parses it
     app.add_middleware(RequestMetrics)
     from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from radclip.io import errors as io_errors
 
@@ -76,11 +77,47 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}.get(exc.status_code, "HTTP error")
-        fix = {404: "check the URL against /docs", 405: "use the method listed in /docs"}.get(exc.status_code, "see /docs")
+        title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Request body too large"}.get(exc.status_code, "HTTP error")
+        fix = {404: "check the URL against /docs", 405: "use the method listed in /docs",
+               413: "send a smaller body (see the limit in the detail)"}.get(exc.status_code, "see /docs")  # fmt: skip
         return problem_response(exc.status_code, title, str(exc.detail), fix, title.lower().replace(" ", "-"))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return problem_response(500, "Internal error", "radclip failed to process this request", "retry; if it persists, report it with the server log time", "internal")
+    @app.exception_handler(io_errors.MissingDependencyError)
+    async def _missing_decoder(_: Request, exc: io_errors.MissingDependencyError) -> JSONResponse:
+        # A client can fix this without the operator: send the image in an encoding this server decodes.
+        return problem_response(415, "Unsupported image encoding", str(exc),
+                                "re-export the image uncompressed (or as PNG), or ask the operator to run the install command in the detail",
+                                "unsupported-image-encoding")  # fmt: skip
+
+    # Unexpected errors are answered by UnhandledErrors below, not by an ``Exception`` handler: Starlette
+    # hands such a handler to ServerErrorMiddleware, which re-raises after answering, so uvicorn logs the
+    # error a second time and drops the keep-alive connection.
+    app.add_middleware(UnhandledErrors)
+
+
+class UnhandledErrors:
+    """Answer any exception that escapes the routes with a 500 problem, log it once, keep the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = [False]
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.exception("unhandled error: %s", type(exc).__name__)
+            if started[0]:  # part of a response went out: nothing valid can follow, let the server close
+                raise
+            response = problem_response(500, "Internal error", "radclip failed to process this request",
+                                        "retry; if it persists, report it with the server log time", "internal")  # fmt: skip
+            await response(scope, receive, send)

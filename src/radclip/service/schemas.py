@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -101,8 +103,11 @@ class RetrieveResponse(BaseModel):
 
 class RegisterConditionRequest(BaseModel):
     name: str = Field(min_length=1, max_length=80, description="slug, e.g. 'sarcoidosis'")
-    prompts: list[str] = Field(min_length=1, max_length=32, description="radiology phrasings of the finding")
-    synonyms: list[str] = Field(default_factory=list, max_length=32)
+    prompts: list[Annotated[str, Field(min_length=3, max_length=300)]] = Field(
+        min_length=1, max_length=32, description="radiology phrasings of the finding, 3-300 characters each")
+    # Bounded: without a limit 32 x 512 KB synonyms were stored and GET /conditions returned 16.8 MB.
+    synonyms: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=32, description="other names, at most 32 of at most 100 characters")
     category: str = Field(default="other", max_length=40)
     registered_by: str = Field(default="api", max_length=80)
 

@@ -46,6 +46,9 @@ def _fhir_field(fields: dict[str, str], name: str) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ProblemError(422, "Invalid FHIR resource", f"form field {name!r} is not JSON: {exc.msg} at position {exc.pos}",
                            f"send {name} as a FHIR R4 JSON object", "invalid-fhir") from None
+    except RecursionError:  # e.g. 200,000 nested arrays: the parser's stack runs out before the syntax ends
+        raise ProblemError(422, "Invalid FHIR resource", f"form field {name!r} is nested too deeply to parse",
+                           f"send {name} as a plain FHIR R4 JSON object (a Patient is a few levels deep)", "invalid-fhir") from None
     if not isinstance(value, dict):
         raise ProblemError(422, "Invalid FHIR resource", f"form field {name!r} must be a JSON object", f"send {name} as a FHIR R4 JSON object", "invalid-fhir")
     return value

@@ -8,6 +8,8 @@ stored as keyed pseudonyms (``pid-…``), never as given.
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,14 @@ def _store(home: Path, data: bytes, fmt: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (hashlib.sha256(data).hexdigest()[:24] + _SUFFIX.get(fmt, ".bin"))
     if not path.is_file():
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        # A temporary name of its own: concurrent uploads of the same bytes must not write one .tmp together.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)  # atomic: a crash never leaves a half-written study
     return path
 
 
-@router.post("/studies", status_code=201, summary="Ingest a study into the case corpus", openapi_extra=IMAGE_BODY)
+@router.post("/studies", status_code=201, summary="Ingest an image of a study into the case corpus", openapi_extra=IMAGE_BODY)
 async def ingest_study(request: Request, state: StateDep, study_id: str | None = STUDY_ID) -> dict[str, Any]:
     from radclip.engine.study_index import StudyRecord
     from radclip.integrations.phi import Pseudonymiser
@@ -47,15 +50,17 @@ async def ingest_study(request: Request, state: StateDep, study_id: str | None =
     upload = await read_image_upload(request, int(state.settings.max_upload_mb * 1e6))
     decoded = await run_in_threadpool(decode_upload, upload, state.clip.input_size, state.settings.max_image_pixels)
     meta = decoded.image.meta
-    sid = study_id or meta.study_instance_uid or hashlib.sha256(upload.data).hexdigest()[:24]
+    digest = hashlib.sha256(upload.data).hexdigest()[:24]
+    sid = (study_id or meta.study_instance_uid or digest)[:200]  # the column width
+    instance = (meta.sop_instance_uid or f"{sid}/{digest}")[:200]  # an image of the study: the PA and the lateral are two
     path = await run_in_threadpool(_store, state.settings.home, upload.data, meta.source_format)
     patient = Pseudonymiser.for_home(state.settings.home).pseudonym(meta.patient_id)
     record = StudyRecord(study_id=sid, image_path=str(path), patient_id=patient, view=meta.view_position,
-                         study_date=meta.study_date, findings=None, source="api")  # fmt: skip
+                         study_date=meta.study_date, findings=None, source="api", instance_id=instance)  # fmt: skip
     added = await run_in_threadpool(index.add_studies, [record])
     if added:
         state.metrics.index_size.set(index.index.live)
-    return {"study_id": sid, "added": bool(added), "status": "added" if added else "already indexed",
+    return {"study_id": sid, "instance_id": instance, "added": bool(added), "status": "added" if added else "already indexed",
             "study": _row_dict(_study_row(state, sid))}  # fmt: skip
 
 

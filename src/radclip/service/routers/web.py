@@ -88,7 +88,7 @@ def _study_row(state: Any, study_id: str) -> Any:
     index = _open_index(state)
     with db.session_factory(index.engine)() as s:
         row = s.scalars(select(db.IndexItem).where(db.IndexItem.index_key == index.key.slug,
-                                                   db.IndexItem.study_id == study_id)).one_or_none()  # fmt: skip
+                                                   db.IndexItem.study_id == study_id).order_by(db.IndexItem.id)).first()  # fmt: skip
     if row is None:
         raise ProblemError(404, "Unknown study", f"no study {study_id!r} in the case index",
                            "pick a study from GET /api/v1/studies", "unknown-study")

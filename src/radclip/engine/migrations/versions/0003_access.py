@@ -1,7 +1,7 @@
 """Access control: API keys (salted scrypt hashes, roles, expiry) and the hash-chained audit trail.
 
 Revision ID: 0003
-Revises: 0001_initial (to be re-chained onto 0002 when that revision lands)
+Revises: 0002
 Create Date: 2026-12-02
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001_initial"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
