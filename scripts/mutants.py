@@ -56,14 +56,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "distributed": ("train/distributed.py", ["tests/train/test_distributed_clip.py", "tests/train/test_ddp_sgd_parity.py"]),
 }  # fmt: skip
 
-_MONO1_OLD = """        pixels, windowing = _normalise(values, y_lo, y_hi), f"stored range [{y_lo:g}, {y_hi:g}]"
-    if photometric == "MONOCHROME1":
-        return (1.0 - pixels).astype(CONTRACT_DTYPE), "MONOCHROME1 (inverted)", windowing
-"""
-_MONO1_NEW = """        pixels, windowing = _normalise(values, y_lo, y_hi), f"stored range [{y_lo:g}, {y_hi:g}]"
-        if photometric == "MONOCHROME1":
-            return (1.0 - pixels).astype(CONTRACT_DTYPE), "MONOCHROME1 (inverted)", windowing
-"""
+_MONO1_OLD = """    if photometric == "MONOCHROME1":
+        np.subtract(1.0, out, out=out)"""
+_MONO1_NEW = """    if photometric == "MONOCHROME1" and windowing.startswith("stored range"):
+        np.subtract(1.0, out, out=out)"""
 _OWN_ROWS_OLD = """    import torch.distributed.nn.functional as dist_fn
 
     return list(dist_fn.all_gather(t))"""
@@ -85,8 +81,6 @@ MUTANTS: list[Mutant] = [
            "tied scores ranked by position instead of midranks"),
     Mutant("metrics-measurable-strict", "metrics", "return n_pos_patients >= MIN_POS and n_neg_patients >= MIN_NEG",
            "return n_pos_patients > MIN_POS and n_neg_patients > MIN_NEG", "off-by-one in the measurability rule"),
-    Mutant("metrics-uncertain-kept", "metrics", "keep = (y == 0) | (y == 1)\n    g = None", "keep = ~np.isnan(y)\n    g = None",
-           "uncertain (-1) labels kept in the AUC's ranking"),
     Mutant("metrics-bootstrap-by-image", "metrics", "return np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)",
            "return np.arange(n).astype(str)", "the bootstrap resamples images, not patients"),
     Mutant("metrics-ece-unweighted", "metrics", "ece += in_bin.sum() / y.size * abs(", "ece += 1 / n_bins * abs(",
@@ -107,8 +101,6 @@ MUTANTS: list[Mutant] = [
     # --- io/dicom.py
     Mutant("dicom-mono1-stored-range-only", "dicom", _MONO1_OLD, _MONO1_NEW,
            "MONOCHROME1 inverted only when no window or VOI LUT is present", planted=True),
-    Mutant("dicom-high-bit-mask-deleted", "dicom", "arr = arr & np.asarray((1 << bits) - 1, dtype=arr.dtype)", "pass",
-           "bits above BitsStored left in the pixel values", planted=True),
     Mutant("dicom-window-own-range", "dicom", "return _normalise(windowed, y_lo, y_hi), label",
            "return _normalise(windowed, float(windowed.min()), float(windowed.max())), label",
            "a windowed image stretched to its own min/max"),

@@ -64,3 +64,15 @@ def test_ece_and_brier_by_hand() -> None:
     want = (1 / 4) * abs(1 - 0.95) + (2 / 4) * abs(0.5 - 0.135) + (1 / 4) * abs(1 - 0.55)
     assert expected_calibration_error(y, p) == pytest.approx(want)
     assert brier_score(y, p) == pytest.approx(np.mean([0.05**2, 0.15**2, 0.88**2, 0.45**2]))
+
+
+def test_uncertain_labels_are_dropped_not_ranked() -> None:
+    """-1 (uncertain) is unknown: the AUC equals the AUC of the rows without it (a -1 kept as a label would change it)."""
+    from radclip.eval.metrics import auc_with_ci
+
+    y = np.array([1, 0, 1, 0, -1, -1, 1, 0], dtype=float)
+    s = np.array([0.9, 0.1, 0.8, 0.3, 0.05, 0.95, 0.7, 0.2])
+    keep = y >= 0
+    res = auc_with_ci(y, s, n_boot=0)
+    assert res.auc == pytest.approx(1.0) and (res.n_pos, res.n_neg) == (3, 3)
+    assert res.auc == pytest.approx(auc_with_ci(y[keep], s[keep], n_boot=0).auc)

@@ -46,7 +46,7 @@ def _tiny(tmp: Path) -> tuple[Path, Path]:
 
 def test_report_on_real_subset(cxr_manifest: Path, tmp_path: Path) -> None:
     from radclip.cli import main
-    from radclip.eval.zeroshot import class_embeddings, zeroshot_scores
+    from radclip.eval.zeroshot import eval_set_embeddings, zeroshot_scores
     from radclip.io.datasets import ManifestDataset
     from radclip.models.registry import load_pretrained
 
@@ -74,7 +74,7 @@ def test_report_on_real_subset(cxr_manifest: Path, tmp_path: Path) -> None:
 
     with torch.inference_mode():
         img = model.encode_image(torch.from_numpy(np.stack([ds.image(i) for i in range(len(ds))]))).numpy()
-        pos, neg = class_embeddings(lambda t: model.encode_text(t).numpy(), list(NIH_LABELS))
+        pos, neg = eval_set_embeddings(lambda t: model.encode_text(t).numpy(), list(NIH_LABELS))
     scores = zeroshot_scores(img, pos, neg)
     labels = ds.labels_matrix()
     checked = 0
