@@ -1,0 +1,48 @@
+"""Two real triage versions (the shipped weights and a copy with a changed head), a tiny image-text model, images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.ops.ops_helpers import SHIPPED
+
+
+@pytest.fixture(scope="session")
+def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped triage network with its classifier bias shifted and weights scaled: a second real version."""
+    import dataclasses
+
+    import torch
+
+    from radclip.models.registry import load_pretrained
+    from radclip.models.weights import save_state_dict
+
+    model, card = load_pretrained(SHIPPED)
+    with torch.no_grad():
+        model.classifier.weight.mul_(0.5)
+        model.classifier.bias.add_(1.0)
+    out = tmp_path_factory.mktemp("v2") / "triage-v2.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    v2 = dataclasses.replace(card, version=f"{card.version}-head2", weights_file=out.name, weights_sha256=sha)
+    v2.save(out.with_name("triage-v2.card.json"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from radclip.models.card import ModelCard
+    from radclip.models.clip import tiny_config
+    from radclip.models.registry import create_model
+    from radclip.models.weights import save_state_dict
+
+    torch.manual_seed(0)
+    model = create_model("medclip_tiny")
+    out = tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
+              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
+        out.with_name("tiny-clip.card.json"))  # fmt: skip
+    return out
