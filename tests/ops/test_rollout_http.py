@@ -6,53 +6,14 @@ changes stages while the server runs; every /screen response names the version t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-from tests.ops.ops_helpers import SHIPPED, png
+from tests.ops.ops_helpers import SHIPPED, call, png, screen
 
 from radclip.lifecycle.routing import bucket, study_key
 
 N_STUDIES = 24
-
-
-@pytest.fixture(scope="module")
-def server(
-    changed_head_weights: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
-    from radclip.engine import db
-    from radclip.engine.keys import KeyStore
-    from radclip.service.app import create_app
-    from radclip.service.background import BackgroundServer
-    from radclip.settings import load_settings
-
-    home = tmp_path_factory.mktemp("home")
-    settings = load_settings(home=home, triage_model=SHIPPED, clip_model=str(tiny_clip), backend="pytorch",
-                             index_on_start=False, corpus=home / "none")  # fmt: skip
-    engine = db.make_engine(settings.resolved_database_url)
-    db.migrate(engine)
-    keys = {role: KeyStore(engine).create(f"ops-{role}", role) for role in ("admin", "reader")}
-    engine.dispose()
-    app = create_app(settings)
-    with BackgroundServer(app) as srv:
-        srv.app, srv.keys = app, keys  # type: ignore[attr-defined]
-        yield srv
-
-
-def call(srv: Any, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
-    headers = {"X-API-Key": srv.keys[role], **kw.pop("headers", {})}
-    return httpx.request(method, srv.url + path, headers=headers, timeout=120, **kw)
-
-
-def screen(srv: Any, seed: int) -> dict[str, Any]:
-    r = call(
-        srv, "POST", "/api/v1/screen", "reader", content=png(seed), headers={"Content-Type": "image/png"}
-    )
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def answered_by(srv: Any) -> dict[int, str]:

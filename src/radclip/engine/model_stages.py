@@ -281,6 +281,15 @@ class ModelStages:
             self._set(s, previous, "production", None, actor, reason or "restored by rollback")
             return [_info(current), _info(previous)]
 
+    def retire(self, ref: str, actor: str, reason: str) -> VersionInfo:
+        """Retire one serving version (the automatic rollback of a canary or shadow that got worse)."""
+        with self._session() as s, s.begin():
+            row = self._row(s, ref)
+            if row.stage not in ("shadow", "canary"):
+                raise StageError(f"{ref} is {row.stage}; only a shadow or canary version is retired this way")
+            self._set(s, row, "retired", None, actor, reason)
+            return _info(row)
+
     # -- internals ------------------------------------------------------------------------
     def _move(self, ref: str, to: str, percent: float | None, actor: str, reason: str) -> VersionInfo:
         with self._session() as s, s.begin():

@@ -39,6 +39,9 @@ class Choice:
     answer: Served
     shadow: Served | None
     study_key: str
+    production: Served | None = (
+        None  # when the canary answers, production runs off the path too (paired live AUC)
+    )
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Deployment:
 
     def choose(self, key: str) -> Choice:
         in_canary = self.canary is not None and bucket(key) < self.canary_percent
-        return Choice(self.canary if in_canary else self.production, self.shadow, key)  # type: ignore[arg-type]
+        answer = self.canary if in_canary else self.production
+        return Choice(answer, self.shadow, key, self.production)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -75,12 +75,15 @@ class ShadowWorker:
         )
         rows = [answered]
         try:
-            if choice.shadow is not None and choice.shadow.ref != choice.answer.ref:
-                shadow = choice.shadow.runner.run(contract)
-                rows.append(
-                    Prediction(choice.study_key, *_split(choice.shadow.ref), "shadow", _scores(shadow))
-                )
-        finally:  # production's prediction is logged even when the shadow fails
+            # Each version's role is its stage at serve time; a canary-answered study gets production's
+            # scores too, so the live AUC comparison is paired on the same studies.
+            extra = [
+                x for x in (choice.production, choice.shadow) if x is not None and x.ref != choice.answer.ref
+            ]
+            for served in extra:
+                scores = _scores(served.runner.run(contract))
+                rows.append(Prediction(choice.study_key, *_split(served.ref), served.stage, scores))
+        finally:  # the answer's prediction is logged even when a shadow run fails
             self.predictions.record(rows)
 
     def drain(self, timeout_s: float = 30.0) -> None:

@@ -96,9 +96,10 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     install_access(app, settings)
     app.add_middleware(RequestMetrics)
     from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
+    from radclip.service.routers import feedback as feedback_router
     from radclip.service.routers import models as model_admin
 
-    for module in (health, triage, screen, retrieve, conditions, web, studies, access, model_admin):
+    for module in (health, triage, screen, retrieve, conditions, web, studies, access, model_admin, feedback_router):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     annotate_roles(app)
     return app

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 class ModelOps:
     lifecycle: Any  # radclip.lifecycle.deployment.ModelLifecycle
     shadow: Any  # radclip.lifecycle.shadow.ShadowWorker
+    feedback: Any  # radclip.engine.feedback.FeedbackStore
+    monitor: Any  # radclip.lifecycle.feedback_monitor.FeedbackMonitor
 
     def close(self) -> None:
         self.shadow.close()
@@ -22,8 +24,10 @@ def build_model_ops(settings: Any, state: Any, engine: Any) -> ModelOps | None:
     """None when no triage model is loaded (then /screen answers 503 anyway) or the registry cannot be read."""
     if state.triage is None:
         return None
+    from radclip.engine.feedback import FeedbackStore
     from radclip.engine.served_predictions import PredictionLog
     from radclip.lifecycle.deployment import build_lifecycle
+    from radclip.lifecycle.feedback_monitor import FeedbackMonitor
     from radclip.lifecycle.shadow import ShadowWorker
 
     try:
@@ -32,7 +36,9 @@ def build_model_ops(settings: Any, state: Any, engine: Any) -> ModelOps | None:
         log.error("model lifecycle not started, serving the configured triage model only: %s", exc)
         state.load_errors["lifecycle"] = f"{type(exc).__name__}: {exc}"
         return None
-    return ModelOps(lifecycle, ShadowWorker(PredictionLog(engine), state.metrics.registry))
+    predictions, feedback = PredictionLog(engine), FeedbackStore(engine)
+    monitor = FeedbackMonitor(lifecycle, feedback, predictions, state.metrics.registry)
+    return ModelOps(lifecycle, ShadowWorker(predictions, state.metrics.registry), feedback, monitor)
 
 
 def get_model_ops(request: Any) -> ModelOps | None:

@@ -1,4 +1,4 @@
-"""Model operations: registered model versions with stages, their stage history, and served predictions.
+"""Model operations: model versions with stages, their stage history, served predictions, radiologist feedback.
 
 Revision ID: 0004
 Revises: 0003
@@ -63,9 +63,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("study_key", "model_name", "model_version", "role"),
     )
     op.create_index("ix_served_predictions_study_key", "served_predictions", ["study_key"])
+    op.create_table(
+        "feedback",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("study_key", sa.String(128), nullable=False),
+        sa.Column("reader", sa.String(128), nullable=False),
+        sa.Column("patient_key", sa.String(128), nullable=True),
+        sa.Column("findings", sa.Text(), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.UniqueConstraint("study_key", "reader"),
+    )
+    op.create_index("ix_feedback_updated_at", "feedback", ["updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("feedback")
     op.drop_table("served_predictions")
     op.drop_table("model_stage_events")
     op.drop_table("model_versions")
