@@ -52,7 +52,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "cam": ("explain/cam.py", ["tests/explain/test_cam_explainers.py",
                                "tests/models/test_triage_models.py::test_predict_is_one_pass_and_keeps_mode"]),
     "dicom": ("io/dicom.py", ["tests/io/test_dicom_synthetic.py", "tests/io/test_dicom_real.py",
-                              "tests/io/test_raster_loading.py"]),
+                              "tests/io/test_raster_loading.py", "tests/io/test_decode_bounds.py"]),
     "distributed": ("train/distributed.py", ["tests/train/test_distributed_clip.py", "tests/train/test_ddp_sgd_parity.py"]),
 }  # fmt: skip
 

@@ -33,6 +33,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("pacs",), "pacs"),
     (("keys",), "keys"),
     (("audit",), "audit"),
+    (("models",), "models"),
 ]
 
 GROUP_HELP = {

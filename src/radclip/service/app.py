@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from radclip import __version__
 from radclip.service.audit_middleware import AuditMiddleware
 from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
+from radclip.service.model_ops import build_model_ops
 from radclip.service.problems import install_problem_handlers, problem_response
 from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
 from radclip.service.security_headers import SecurityHeaders
@@ -71,9 +72,12 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         check_exposure(settings, access.keys)  # before any model loads: a refused start should be quick
         app.state.radclip = state if state is not None else build_state(settings)
         app.state.radclip.start_background()
+        ops = app.state.radclip_ops = build_model_ops(settings, app.state.radclip, access.keys.engine)
         try:
             yield
         finally:
+            if ops is not None:
+                ops.close()
             app.state.radclip.stop_background()
             if own:
                 app.state.radclip.close()
@@ -95,8 +99,10 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     app.add_middleware(BodyLimit)  # every body is counted while it streams, before anything parses it
     app.add_middleware(RequestMetrics)
     from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
+    from radclip.service.routers import feedback as feedback_router
+    from radclip.service.routers import models as model_admin
 
-    for module in (health, triage, screen, retrieve, conditions, web, studies, access):
+    for module in (health, triage, screen, retrieve, conditions, web, studies, access, model_admin, feedback_router):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     annotate_roles(app)
     return app

@@ -47,6 +47,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/conditions/{name}/history"): Rule(READER),
     ("POST", "/api/v1/register-condition"): Rule(ADMIN),
     ("DELETE", "/api/v1/conditions/{name}"): Rule(ADMIN),
+    ("POST", "/api/v1/feedback"): Rule(READER, "feedback"),
+    ("GET", "/api/v1/models"): Rule(ADMIN),
+    ("GET", "/api/v1/models/history"): Rule(ADMIN),
+    ("POST", "/api/v1/models"): Rule(ADMIN),
+    ("POST", "/api/v1/models/{ref}/shadow"): Rule(ADMIN),
+    ("POST", "/api/v1/models/{ref}/canary"): Rule(ADMIN),
+    ("POST", "/api/v1/models/{ref}/promote"): Rule(ADMIN),
+    ("POST", "/api/v1/models/{name}/rollback"): Rule(ADMIN),
 }
 
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from radclip.service.deps import ApiKeyDep, StateDep
 from radclip.service.imaging import decode_upload
+from radclip.service.model_ops import get_model_ops
 from radclip.service.problems import ProblemError
 from radclip.service.routers.triage import IMAGE_BODY, label_scores, png_bytes, require_triage
 from radclip.service.schemas import (
@@ -83,19 +84,25 @@ async def screen(
             raise ProblemError(422, "Unknown finding", str(exc.args[0]), "use one of the 14 NIH finding names for ?explain=", "unknown-finding") from None
     upload = await read_image_upload(request, int(state.settings.max_upload_mb * 1e6))
     # One hop to a worker thread for all the blocking work (each hop is an event-loop round trip).
-    return await run_in_threadpool(_screen_sync, state, upload, explain, format, top_k, similar, start)
+    ops = get_model_ops(request)
+    return await run_in_threadpool(_screen_sync, state, upload, explain, format, top_k, similar, start, ops)
 
 
-def _screen_sync(state: Any, upload: Any, explain: str | None, fmt: str, top_k: int | None, similar: int, start: float) -> Response:
+def _screen_sync(state: Any, upload: Any, explain: str | None, fmt: str, top_k: int | None, similar: int, start: float,
+                 ops: Any = None) -> Response:  # fmt: skip
     """Decode; triage (keeping the CAM features) beside the batched image embedding; screen; explain and retrieve if asked."""
     from radclip.engine.rules import StudyContext
+    from radclip.lifecycle.routing import study_key
 
     runner, screener = state.triage, state.screener
     marks = [("queue", time.perf_counter())]  # stage ends, reported in the Server-Timing header
     decoded = decode_upload(upload, runner.input_size, state.settings.max_image_pixels)
     ctx = _context(upload.fields, decoded.image.meta)
+    # The lifecycle decides, once, which registered version answers this study (production or canary).
+    choice = ops.lifecycle.choose(study_key(decoded.image.meta.study_instance_uid, upload.data)) if ops else None
+    runner = choice.answer.runner if choice is not None else runner
     marks.append(("decode", time.perf_counter()))
-    if state.screen_batcher is not None:  # the two networks share trunk blocks: one (batched) pass gives both
+    if state.screen_batcher is not None and runner is state.triage:  # one (batched) pass over the shared trunk gives both
         result, embedding = state.screen_batcher.submit(decoded.contract).result(120)
     else:
         clip_input = decoded.contract if state.clip.input_size == runner.input_size else decoded.at_size(state.clip.input_size)
@@ -103,6 +110,8 @@ def _screen_sync(state: Any, upload: Any, explain: str | None, fmt: str, top_k: 
         result = runner.run(decoded.contract)
         embedding = embedding_future.result(120)
     state.metrics.inference.labels("triage", runner.backend).observe(result.inference_ms / 1000)
+    if choice is not None:  # shadow run and prediction log, off the request path
+        ops.shadow.submit(choice, decoded.contract, result)
     marks.append(("models", time.perf_counter()))
 
     screening = screener.screen(embedding, StudyContext(ctx.age_years, ctx.sex, ctx.view))
@@ -110,6 +119,8 @@ def _screen_sync(state: Any, upload: Any, explain: str | None, fmt: str, top_k: 
     if findings:
         state.metrics.top_similarity.observe(findings[0].cosine)
     versions = state.model_versions(screening.registry_version)
+    if choice is not None:
+        versions["triage"] = {**runner.version_info(), "stage": choice.answer.stage}
     if fmt == "fhir":
         return JSONResponse(_fhir_bundle(findings, result, ctx, versions), media_type="application/fhir+json")
     explanation = None

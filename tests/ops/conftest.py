@@ -1,0 +1,73 @@
+"""Two real triage versions (the shipped weights and a copy with a changed head), a tiny image-text model, images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.ops.ops_helpers import SHIPPED
+
+
+@pytest.fixture(scope="session")
+def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped triage network with its classifier negated: a second real version (and a clearly worse one)."""
+    import dataclasses
+
+    import torch
+
+    from radclip.models.registry import load_pretrained
+    from radclip.models.weights import save_state_dict
+
+    model, card = load_pretrained(SHIPPED)
+    with torch.no_grad():  # a negated head ranks every finding in reverse: a real, clearly worse version
+        model.classifier.weight.neg_()
+        model.classifier.bias.neg_()
+    out = tmp_path_factory.mktemp("v2") / "triage-v2.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    v2 = dataclasses.replace(card, version=f"{card.version}-head2", weights_file=out.name, weights_sha256=sha)
+    v2.save(out.with_name("triage-v2.card.json"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from radclip.models.card import ModelCard
+    from radclip.models.clip import tiny_config
+    from radclip.models.registry import create_model
+    from radclip.models.weights import save_state_dict
+
+    torch.manual_seed(0)
+    model = create_model("medclip_tiny")
+    out = tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors"
+    sha = save_state_dict(model.state_dict(), out)
+    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
+              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
+        out.with_name("tiny-clip.card.json"))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(
+    changed_head_weights: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    from radclip.engine import db
+    from radclip.engine.keys import KeyStore
+    from radclip.service.app import create_app
+    from radclip.service.background import BackgroundServer
+    from radclip.settings import load_settings
+
+    home = tmp_path_factory.mktemp("home")
+    settings = load_settings(home=home, triage_model=SHIPPED, clip_model=str(tiny_clip), backend="pytorch",
+                             index_on_start=False, corpus=home / "none")  # fmt: skip
+    engine = db.make_engine(settings.resolved_database_url)
+    db.migrate(engine)
+    keys = {role: KeyStore(engine).create(f"ops-{role}", role) for role in ("admin", "reader")}
+    engine.dispose()
+    app = create_app(settings)
+    with BackgroundServer(app) as srv:
+        srv.app, srv.keys = app, keys  # type: ignore[attr-defined]
+        yield srv

@@ -1,0 +1,71 @@
+"""Prometheus alert rules: promtool unit tests for every rule, and the Grafana dashboard's structure."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+RULES = DEPLOY / "prometheus" / "radclip-rules.yml"
+# The spec's monitoring rows and their thresholds, as the rules must state them.
+SPEC_THRESHOLDS = {"RadclipImageEncodingSlow": "> 0.4", "RadclipTopSimilarityShift": "> 0.05",
+                   "RadclipEmbeddingDrift": "> 0.10", "RadclipLiveAucDrop": "> 0.03",
+                   "RadclipTextCacheHitRateLow": "< 0.95"}  # fmt: skip
+
+
+def _alerts() -> dict[str, dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"]}
+
+
+def test_every_spec_row_has_a_rule_with_its_threshold_and_a_runbook() -> None:
+    alerts = _alerts()
+    for name, threshold in SPEC_THRESHOLDS.items():
+        assert threshold in " ".join(alerts[name]["expr"].split()), name
+    ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text().lower()
+    for name, rule in alerts.items():
+        anchor = rule["annotations"]["runbook"].split("#")[1]
+        assert f"### {name.lower()}" in ops, (
+            f"docs/operations.md has no runbook section for {name} (#{anchor})"
+        )
+
+
+def test_promtool_unit_tests_cover_every_rule() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    tested = set(re.findall(r"alertname: (\w+)", (RULES.parent / "radclip-rules.test.yml").read_text()))
+    assert tested == set(_alerts()), f"rules without a promtool test: {set(_alerts()) - tested}"
+    out = subprocess.run(
+        [promtool, "check", "rules", RULES.name], cwd=RULES.parent, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run(
+        [promtool, "test", "rules", "radclip-rules.test.yml"],
+        cwd=RULES.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_grafana_dashboard_structure() -> None:
+    dash = json.loads((DEPLOY / "grafana" / "radclip-dashboard.json").read_text())
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for metric in ("radclip_inference_seconds_bucket", "radclip_top_finding_similarity_sum", "radclip_embedding_drift_cosine",
+                   "radclip_live_auc", "radclip_text_cache_hit_rate", "radclip_auto_rollback"):  # fmt: skip
+        assert metric in exprs, f"no panel shows {metric}"
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24 and g["h"] > 0 and p["targets"][0]["refId"] == "A"
+    cells = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in panels}
+    assert len(cells) == len(panels)  # no two panels on top of each other
