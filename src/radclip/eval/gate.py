@@ -177,7 +177,7 @@ def _compare_aucs(kind: str, key: str, baseline: dict[str, Any], current: dict[s
         diff = paired_auc_difference(y, tb, tc, np.asarray(sb["patients"]), n_boot=n_boot, seed=17 + col)
         drop, lo, hi = diff["diff"], diff["ci_low"], diff["ci_high"]
         note = f"drop {drop:+.3f}, 95% CI {lo:+.3f}..{hi:+.3f}" if lo is not None else f"drop {drop:+.3f}"
-        if drop > max_drop and (lo is None or lo > 0):
+        if is_significant_drop(diff, max_drop):
             result.rows.append(DiffRow(name, bv, cv, "FAIL", note + f" (> {max_drop}, CI excludes 0)"))
             result.failures.append(f"{name} dropped {drop:.3f} (> {max_drop}; paired patient-bootstrap CI {lo:.3f}..{hi:.3f} excludes 0): {bv:.3f} -> {cv:.3f}")
         else:
@@ -216,6 +216,16 @@ def _compare_fairness(baseline: dict[str, Any], current: dict[str, Any], result:
         elif flag in base_flags and flag not in cur_flags:
             row.status, row.note = "gone", "flag cleared"
         result.rows.append(row)
+
+
+def is_significant_drop(diff: dict[str, Any], max_drop: float = MAX_AUC_DROP) -> bool:
+    """The rollback rule, shared by the offline gate and the live feedback monitor.
+
+    ``diff`` is :func:`radclip.eval.metrics.paired_auc_difference` of (baseline/production, candidate):
+    the drop exceeds ``max_drop`` and its paired bootstrap CI excludes 0 (no CI: the point estimate decides).
+    """
+    drop, lo = diff.get("diff"), diff.get("ci_low")
+    return drop is not None and drop > max_drop and (lo is None or lo > 0)
 
 
 def _fmt(v: float | str | None) -> str:

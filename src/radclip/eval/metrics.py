@@ -115,7 +115,7 @@ def paired_auc_difference(
 ) -> dict[str, Any]:
     """AUC(a) - AUC(b) on the same rows with a paired stratified patient-bootstrap CI.
 
-    Returns ``{"auc_a", "auc_b", "diff", "ci_low", "ci_high", "excludes_zero", "n_pos_images", "n_neg_images",
+    Returns ``{"auc_a", "auc_b", "diff", "ci_low", "ci_high", "excludes_zero", "n_pos", "n_neg" (images),
     "n_pos_patients", "n_neg_patients", "measurable", "n_boot"}``; ``diff`` is None when a class is absent.
     """
     from radclip.eval.patient_bootstrap import paired_patient_bootstrap_diff
@@ -125,6 +125,7 @@ def paired_auc_difference(
     out = paired_patient_bootstrap_diff(y, np.asarray(scores_a), np.asarray(scores_b), _patients(len(y), None if groups is None else np.asarray(groups)),
                                         n_boot=n_boot, seed=seed, alpha=alpha)
     out["ci_low"], out["ci_high"] = out.pop("lo"), out.pop("hi")
+    out["n_pos"], out["n_neg"] = out.pop("n_pos_images"), out.pop("n_neg_images")  # the names AucResult uses
     out["excludes_zero"] = bool(out["ci_low"] is not None and (out["ci_low"] > 0 or out["ci_high"] < 0))
     return out
 

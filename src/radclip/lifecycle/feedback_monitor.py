@@ -23,7 +23,7 @@ import numpy as np
 
 from radclip.engine.feedback import FeedbackStore
 from radclip.engine.served_predictions import PredictionLog
-from radclip.eval.gate import MAX_AUC_DROP
+from radclip.eval.gate import MAX_AUC_DROP, is_significant_drop
 from radclip.eval.metrics import paired_auc_difference, patient_counts, roc_auc
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,7 @@ def drop_verdict(y: np.ndarray, production: np.ndarray, candidate: np.ndarray, g
     if roc_auc(y[known], production[known]) - roc_auc(y[known], candidate[known]) <= MAX_AUC_DROP:
         return None  # the point estimate alone clears it: skip the bootstrap
     diff = paired_auc_difference(y, production, candidate, groups, n_boot=n_boot, seed=seed)
-    fires = (
-        diff["diff"] is not None
-        and diff["diff"] > MAX_AUC_DROP
-        and diff["ci_low"] is not None
-        and diff["ci_low"] > 0
-    )
+    fires = is_significant_drop(diff, MAX_AUC_DROP) and diff["ci_low"] is not None
     return diff if fires else None
 
 
