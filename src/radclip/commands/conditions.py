@@ -111,7 +111,7 @@ def _ship(args: argparse.Namespace) -> int:
 
     from radclip.engine.calibration import CALIBRATION_SUFFIX, MIN_PATIENTS, save_shipped_calibrations
     from radclip.engine.encoders import default_image_embedder
-    from radclip.engine.fit_conditions import fit_on_embeddings
+    from radclip.engine.fit_conditions import fit_on_embeddings, patient_counts
     from radclip.engine.reference import embed_split, fit_reference, reference_path, save_reference
     from radclip.engine.registry import PromptRegistry, RegistryError
     from radclip.engine.screening import Screener
@@ -143,7 +143,8 @@ def _ship(args: argparse.Namespace) -> int:
                 "rule": f"logistic on cosine; >= {MIN_PATIENTS} positive and >= {MIN_PATIENTS} negative patients; "
                         "a negative slope is replaced by the val prevalence",
                 "command": "radclip conditions calibrate --ship"}  # fmt: skip
-        cal_file = save_shipped_calibrations(card_file.parent / f"{card.name}{CALIBRATION_SUFFIX}", fits, embs, meta)
+        details = patient_counts(val_frame, list(fits))
+        cal_file = save_shipped_calibrations(card_file.parent / f"{card.name}{CALIBRATION_SUFFIX}", fits, embs, meta, details)
         train_embs, train_frame = embed_split(image, manifest, root, "train")
         ref = fit_reference(train_embs, train_frame, card.weights_sha256, snapshot)
         ref_file = save_reference(reference_path(card_file, card.name), ref)

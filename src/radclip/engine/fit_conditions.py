@@ -121,3 +121,16 @@ def fit_from_manifest(screener: Screener, image_embedder: ImageEmbedder, manifes
         chunk = rows[k : k + batch]
         embs[chunk] = image_embedder.encode_images(np.stack([ds.image(int(i)) for i in chunk]))
     return fit_on_embeddings(screener, embs, ds.frame, persist=True)
+
+
+def patient_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, dict[str, int]]:
+    """Positive and negative patients behind each named condition's labels in ``frame`` (recorded with shipped fits)."""
+    labels = condition_labels(frame)
+    pids = frame["patient_id"].astype(str).to_numpy()
+    return {
+        n: {
+            "n_pos_patients": len(set(pids[labels[n] == 1])),
+            "n_neg_patients": len(set(pids[labels[n] == 0])),
+        }
+        for n in names
+    }
