@@ -115,3 +115,25 @@ def test_fresh_service_screens_the_real_dicom_with_calibrated_confidences(tmp_pa
     assert flags == sorted(flags, reverse=True)  # every calibrated finding ranks above every uncalibrated one
     assert all(("uncalibrated: similarity only" in f["notes"]) == (not f["calibrated"]) for f in findings)
     assert any("ranked after the calibrated ones" in c for c in body["caveats"])
+
+
+def test_files_shipped_for_other_weights_are_refused_and_reported(
+    tmp_path: Path, tiny_clip_weights: Path
+) -> None:
+    import shutil
+
+    from radclip.engine.calibration import LogisticCalibration, save_shipped_calibrations
+    from radclip.models.registry import find_card
+    from radclip.service.state import ServiceState, _load_shipped
+    from radclip.settings import load_settings
+
+    for f in (tiny_clip_weights, tiny_clip_weights.with_name("tiny-clip.card.json")):
+        shutil.copy(f, tmp_path / f.name)
+    card, _ = find_card(tmp_path / tiny_clip_weights.name)
+    state = ServiceState(settings=load_settings(home=tmp_path / "home"))
+    assert _load_shipped(state, "calibration", str(tmp_path / tiny_clip_weights.name), card) is None
+    assert state.load_errors == {}  # no file at all: the fallback mapping, not an error
+    save_shipped_calibrations(tmp_path / "tiny-clip.calibration.json", {"a": LogisticCalibration(1.0, 0.0)},
+                              {"a": np.ones(4)}, {"model_sha256": "0" * 64, "split": "val"})  # fmt: skip
+    assert _load_shipped(state, "calibration", str(tmp_path / tiny_clip_weights.name), card) is None
+    assert "rerun `radclip conditions calibrate --ship`" in state.load_errors["calibration"]

@@ -206,7 +206,7 @@ def _load_engine(state: ServiceState) -> None:
 
 
 def _load_shipped(state: ServiceState, kind: str, model: str, card: Any) -> Any | None:
-    """The model's shipped ``reference`` statistics or ``calibration`` fits, or None (reason on /readyz).
+    """The model's shipped ``reference`` statistics or ``calibration`` fits, or None (a refused file: reason on /readyz).
 
     Both are fitted offline (train split; val split) by ``radclip conditions calibrate --ship`` and
     checked against the loaded weights' sha256; nothing is ever fitted on the corpus being served.
@@ -218,6 +218,9 @@ def _load_shipped(state: ServiceState, kind: str, model: str, card: Any) -> Any 
     _, card_file = find_card(model)
     suffix, loader = (REFERENCE_SUFFIX, load_reference) if kind == "reference" else (CALIBRATION_SUFFIX, load_shipped_calibrations)
     path = card_file.parent / f"{card.name}{suffix}"
+    if not path.is_file():  # a model shipped without one (tests, custom weights): the fallback mapping, no error
+        log.info("no shipped %s for %s (%s); run `radclip conditions calibrate --ship` to make one", kind, card.name, path)
+        return None
     try:
         return loader(path, card.weights_sha256)
     except (ValueError, OSError, KeyError) as exc:  # the screener still works, on the documented fallback mapping
