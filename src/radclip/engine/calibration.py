@@ -11,7 +11,9 @@ with it are marked ``calibrated: false``.
 
 Fitted calibrations are stored in the ``calibrations`` table keyed by condition *version*
 and both model versions, so a changed prompt list or model falls back to uncalibrated
-instead of silently reusing a stale fit.
+instead of silently reusing a stale fit. Fits shipped with a model (``<model>.calibration.json``
+beside its weights, made by ``radclip conditions calibrate --ship``) are read by
+:func:`load_shipped_calibrations` and apply while a condition's prompt ensemble is unchanged.
 """
 
 from __future__ import annotations
@@ -205,12 +207,12 @@ MIN_REFERENCE_IMAGES = 50
 
 @dataclass(frozen=True)
 class ReferenceDistribution:
-    """Mean and covariance of image embeddings of a reference population (e.g. the indexed corpus).
+    """Mean and covariance of image embeddings of a reference population (the train split; see engine.reference).
 
     For a condition with text embedding ``t`` the cosine over that population has mean ``t·m`` and
     variance ``tᵀ Σ t``, so any condition, registered before or after, gets a z-score without
     labels. Unlabelled conditions then read "how unusual is this image for this finding, relative
-    to the corpus" instead of a raw cosine: CLIP cosines sit in a narrow band, so a fixed global
+    to the training images" instead of a raw cosine: CLIP cosines sit in a narrow band, so a fixed global
     mapping rates every condition alike.
     """
 
