@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cal.add_argument("--manifest", default=None, help="manifest CSV (default: the shared cxr/manifest.csv)")
     cal.add_argument("--images-root", default=None, help="folder the manifest's paths are relative to (default: the CSV's folder)")
     cal.add_argument("--split", default="val", help="split to fit on (default val; never test)")
+    cal.add_argument("--ship", action="store_true",
+                     help="fit the seed conditions' calibrations on val and the label-free reference on train, and write "
+                          "both beside the image-text model's weights (<model>.calibration.json, <model>.reference.safetensors)")
+    cal.add_argument("--model", default=None, help="image-text model name or .safetensors path (default RADCLIP_CLIP_MODEL)")
 
 
 def _embedder() -> Any:
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from radclip.engine.registry import PromptRegistry, RegistryError
 
     if args.action == "calibrate":
-        return _calibrate(args)
+        return _ship(args) if args.ship else _calibrate(args)
     needs_model = args.action in ("register", "seed")
     try:
         registry = PromptRegistry(args.database, _embedder() if needs_model else None)
@@ -113,4 +117,57 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"radclip conditions calibrate: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({n: {"scale": round(c.scale, 4), "bias": round(c.bias, 4), "n_pos": c.n_pos, "n_neg": c.n_neg} for n, c in fits.items()}, indent=1))
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    """Fit on the shared manifest (reference: train, calibrations: val) and write both files beside the weights."""
+    import tempfile
+    from pathlib import Path
+
+    from radclip.engine.calibration import CALIBRATION_SUFFIX, MIN_PATIENTS, save_shipped_calibrations
+    from radclip.engine.encoders import default_image_embedder
+    from radclip.engine.fit_conditions import fit_on_embeddings, patient_counts
+    from radclip.engine.reference import embed_split, fit_reference, reference_path, save_reference
+    from radclip.engine.registry import PromptRegistry, RegistryError
+    from radclip.engine.screening import Screener
+    from radclip.io.manifest import data_snapshot
+    from radclip.models.registry import find_card
+    from radclip.settings import get_settings
+
+    if args.split != "val":
+        print("radclip conditions calibrate --ship: shipped calibrations are fitted on val only; drop --split", file=sys.stderr)
+        return 2
+    model = args.model or get_settings().clip_model
+    manifest = Path(args.manifest) if args.manifest else get_settings().cxr_root / "manifest.csv"
+    root = Path(args.images_root) if args.images_root else manifest.parent
+    try:
+        card, card_file = find_card(model)
+        text, image = _embedder(), default_image_embedder(model)
+        snapshot = data_snapshot(manifest)
+        with tempfile.TemporaryDirectory() as tmp:  # the seed conditions, as a fresh service registers them
+            registry = PromptRegistry(f"sqlite:///{Path(tmp) / 'ship.db'}", text)
+            registry.load_seed()
+            screener = Screener(registry, image_version=image.version, text_version=text.version)
+            val_embs, val_frame = embed_split(image, manifest, root, "val")
+            fits = fit_on_embeddings(screener, val_embs, val_frame, persist=False)
+            m = screener.matrix()
+            embs = {n: m.matrix[m.names.index(n)] for n in fits}
+            registry.engine.dispose()
+        meta = {"model": card.name, "model_sha256": card.weights_sha256, "text_version": text.version,
+                "image_version": image.version, "data_snapshot": snapshot, "split": "val",
+                "rule": f"logistic on cosine; >= {MIN_PATIENTS} positive and >= {MIN_PATIENTS} negative patients; "
+                        "a negative slope is replaced by the val prevalence",
+                "command": "radclip conditions calibrate --ship"}  # fmt: skip
+        details = patient_counts(val_frame, list(fits))
+        cal_file = save_shipped_calibrations(card_file.parent / f"{card.name}{CALIBRATION_SUFFIX}", fits, embs, meta, details)
+        train_embs, train_frame = embed_split(image, manifest, root, "train")
+        ref = fit_reference(train_embs, train_frame, card.weights_sha256, snapshot)
+        ref_file = save_reference(reference_path(card_file, card.name), ref)
+    except (RegistryError, RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f"radclip conditions calibrate --ship: {exc}", file=sys.stderr)
+        return 1
+    summary = {n: {"scale": round(c.scale, 3), "bias": round(c.bias, 3), "n_pos": c.n_pos, "n_neg": c.n_neg} for n, c in fits.items()}
+    print(json.dumps({"calibrations": str(cal_file), "reference": str(ref_file), "reference_n": ref.distribution.n,
+                      "fits": summary}, indent=1))  # fmt: skip
     return 0

@@ -11,13 +11,18 @@ with it are marked ``calibrated: false``.
 
 Fitted calibrations are stored in the ``calibrations`` table keyed by condition *version*
 and both model versions, so a changed prompt list or model falls back to uncalibrated
-instead of silently reusing a stale fit.
+instead of silently reusing a stale fit. Fits shipped with a model (``<model>.calibration.json``
+beside its weights, made by ``radclip conditions calibrate --ship``) are read by
+:func:`load_shipped_calibrations` and apply while a condition's prompt ensemble is unchanged.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -62,6 +67,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-4, iters: int = 10
     return float(a), float(w[1] - a * mu)
 
 
+MIN_PATIENTS = 5  # positive and negative *patients* a fit needs (images of one patient are not independent)
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
 def fit_calibration(
     image_embs: np.ndarray,
     label_matrix: np.ndarray,
@@ -69,11 +81,16 @@ def fit_calibration(
     condition_embs: np.ndarray,
     min_pos: int = 5,
     min_neg: int = 5,
+    patients: Sequence[str] | None = None,
+    min_patients: int = MIN_PATIENTS,
 ) -> dict[str, LogisticCalibration]:
     """Fit one logistic per column of ``label_matrix`` (N, K; 1/0/NaN) against ``condition_embs`` (K, dim).
 
-    Conditions with fewer than ``min_pos`` positives or ``min_neg`` negatives are left out
-    (they stay on the default mapping).
+    Conditions with fewer than ``min_pos`` positive or ``min_neg`` negative images, or (when
+    ``patients`` gives each row's patient id) fewer than ``min_patients`` positive or negative
+    patients, are left out and stay uncalibrated. A fit whose slope comes out negative (the
+    prompts rank that finding backwards on this split, i.e. noise) is replaced by the
+    intercept-only fit: the split's prevalence, which is calibrated but says nothing about the image.
     """
     labels = np.asarray(label_matrix, dtype=np.float64)
     if labels.shape != (len(image_embs), len(names)) or len(condition_embs) != len(names):
@@ -81,6 +98,9 @@ def fit_calibration(
             f"label_matrix must be (n_images={len(image_embs)}, n_names={len(names)}) and condition_embs "
             f"({len(names)}, dim); got {labels.shape} and {np.shape(condition_embs)}"
         )
+    if patients is not None and len(patients) != len(image_embs):
+        raise ValueError(f"patients must give one id per image ({len(image_embs)}); got {len(patients)}")
+    pids = np.asarray(patients if patients is not None else np.arange(len(image_embs)), dtype=str)
     cos = np.asarray(image_embs, np.float32) @ np.asarray(condition_embs, np.float32).T
     out: dict[str, LogisticCalibration] = {}
     for j, name in enumerate(names):
@@ -89,7 +109,11 @@ def fit_calibration(
         n_pos, n_neg = int(y.sum()), int((~y).sum())
         if n_pos < min_pos or n_neg < min_neg:
             continue
+        if patients is not None and min(len(set(pids[known][y])), len(set(pids[known][~y]))) < min_patients:
+            continue
         a, b = fit_logistic(cos[known, j], y.astype(np.float64))
+        if a <= 0:
+            a, b = 0.0, _logit(n_pos / (n_pos + n_neg))
         out[name] = LogisticCalibration(a, b, n_pos, n_neg)
     return out
 
@@ -123,6 +147,58 @@ def load_calibrations(engine, version_ids: dict[str, int], text_version: str, im
     return {by_vid[r.condition_version_id]: LogisticCalibration(r.scale, r.bias, r.n_pos, r.n_neg) for r in rows}
 
 
+# -- shipped fits: a file beside the image-text model's weights ------------------------------
+CALIBRATION_SUFFIX = ".calibration.json"
+SAME_CONDITION_COSINE = 0.999  # a registered condition matches a shipped fit when its prompt ensemble is this close
+
+
+@dataclass(frozen=True)
+class ShippedCalibrations:
+    """Per-condition fits shipped with a model, each tied to the prompt ensemble it was fitted for.
+
+    A fit applies to a registered condition only when the name matches and the condition's current
+    ensemble embedding is the one the fit was made with (cosine >= 0.999): editing a condition's
+    prompts makes its shipped fit stale, as it does for fits stored in the database.
+    """
+
+    fits: dict[str, LogisticCalibration]
+    embeddings: dict[str, np.ndarray]  # name -> (D,) ensemble embedding at fit time
+    meta: dict[str, Any]  # model_sha256, text/image versions, data_snapshot, split, rule, per-fit counts
+
+    def matching(self, names: Sequence[str], matrix: np.ndarray) -> dict[str, LogisticCalibration]:
+        out = {}
+        for name, row in zip(names, np.asarray(matrix, np.float64), strict=True):
+            ref = self.embeddings.get(name)
+            if ref is not None and float(row @ ref) / max(float(np.linalg.norm(row) * np.linalg.norm(ref)), 1e-12) >= SAME_CONDITION_COSINE:
+                out[name] = self.fits[name]
+        return out
+
+
+def save_shipped_calibrations(path: Path, cals: dict[str, LogisticCalibration], embeddings: dict[str, np.ndarray],
+                              meta: dict[str, Any], details: dict[str, dict[str, Any]] | None = None) -> Path:  # fmt: skip
+    """Write the fits (with each condition's ensemble embedding and ``details``, e.g. patient counts) as JSON."""
+    fits = {n: {"scale": c.scale, "bias": c.bias, "n_pos": c.n_pos, "n_neg": c.n_neg, **(details or {}).get(n, {}),
+                "condition_embedding": [round(float(v), 6) for v in embeddings[n]]} for n, c in sorted(cals.items())}  # fmt: skip
+    Path(path).write_text(json.dumps({**meta, "fits": fits}, indent=1) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def load_shipped_calibrations(path: Path, model_sha256: str) -> ShippedCalibrations:
+    """Read a shipped calibration file; refuse one made for other weights or fitted on the test split."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no shipped calibrations at {path}; run `radclip conditions calibrate --ship` to make them")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("model_sha256") != model_sha256:
+        raise ValueError(f"{path.name} was fitted for weights sha256 {doc.get('model_sha256')!r}, but the loaded model is "
+                         f"{model_sha256!r}; rerun `radclip conditions calibrate --ship` for these weights")  # fmt: skip
+    if doc.get("split") == "test":
+        raise ValueError(f"{path.name} was fitted on the test split; calibrations must be fitted on val")
+    fits = {n: LogisticCalibration(float(f["scale"]), float(f["bias"]), int(f["n_pos"]), int(f["n_neg"])) for n, f in doc["fits"].items()}
+    embs = {n: np.asarray(f["condition_embedding"], np.float64) for n, f in doc["fits"].items()}
+    return ShippedCalibrations(fits, embs, {k: v for k, v in doc.items() if k != "fits"})
+
+
 # -- label-free fallback: standardise against a reference image population -------------------
 REFERENCE_Z_CENTER = 2.0  # a cosine 2 sd above the reference population's mean maps to confidence 0.5
 REFERENCE_SLOPE = 1.5  # logistic slope per sd: the population mean (z = 0) maps to sigmoid(-3) = 0.047
@@ -131,12 +207,12 @@ MIN_REFERENCE_IMAGES = 50
 
 @dataclass(frozen=True)
 class ReferenceDistribution:
-    """Mean and covariance of image embeddings of a reference population (e.g. the indexed corpus).
+    """Mean and covariance of image embeddings of a reference population (the train split; see engine.reference).
 
     For a condition with text embedding ``t`` the cosine over that population has mean ``t·m`` and
     variance ``tᵀ Σ t``, so any condition, registered before or after, gets a z-score without
     labels. Unlabelled conditions then read "how unusual is this image for this finding, relative
-    to the corpus" instead of a raw cosine: CLIP cosines sit in a narrow band, so a fixed global
+    to the training images" instead of a raw cosine: CLIP cosines sit in a narrow band, so a fixed global
     mapping rates every condition alike.
     """
 

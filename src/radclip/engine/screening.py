@@ -24,6 +24,7 @@ from radclip.engine.calibration import (
     DEFAULT_CALIBRATION,
     LogisticCalibration,
     ReferenceDistribution,
+    ShippedCalibrations,
     fit_calibration,
     load_calibrations,
     save_calibrations,
@@ -39,6 +40,28 @@ def _cosines(embs: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     if len(embs) <= 8:
         return np.einsum("nd,kd->nk", embs, matrix, optimize=False)
     return embs @ matrix.T
+
+
+UNCALIBRATED_NOTE = "uncalibrated: similarity only"
+
+
+def rank_findings(findings: list[Finding]) -> list[str]:
+    """Sort in place: calibrated findings by probability, then uncalibrated ones by score, suppressed last.
+
+    An uncalibrated confidence is a similarity score, not a probability, so it is never ranked
+    above a calibrated one: a rare condition with no fit cannot outrank a common calibrated
+    finding on a number that means something else. Each uncalibrated finding is marked with
+    :data:`UNCALIBRATED_NOTE`; returns the study-level caveat that says so (empty if none).
+    """
+    findings.sort(key=lambda f: (f.suppressed, not f.calibrated, -f.confidence))
+    unmarked = [f for f in findings if not f.calibrated]
+    for f in unmarked:
+        if UNCALIBRATED_NOTE not in f.notes:
+            f.notes.append(UNCALIBRATED_NOTE)
+    if not unmarked or len(unmarked) == len(findings):
+        return [f"no condition is calibrated: confidences are similarity scores ({UNCALIBRATED_NOTE})"] if unmarked else []
+    return [f"{len(unmarked)} of {len(findings)} conditions have no calibration and are ranked after the calibrated ones; "
+            f"their confidence is a similarity score, not a probability ({UNCALIBRATED_NOTE})"]  # fmt: skip
 
 
 class ConditionSource(Protocol):
@@ -93,6 +116,7 @@ class Screener:
         image_version: str = "unknown",
         text_version: str | None = None,
         refresh_s: float = 2.0,
+        shipped: ShippedCalibrations | None = None,
     ) -> None:
         self.conditions = conditions
         self.rules = list(default_rules() if rules is None else rules)
@@ -100,6 +124,7 @@ class Screener:
         self.text_version = text_version
         self.refresh_s = refresh_s  # how stale the condition matrix may get (other processes' changes)
         self._explicit_cals = dict(calibrations or {})
+        self._shipped = shipped  # fits shipped beside the model; the database's own fits override them
         self._state: tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._cals: dict[str, LogisticCalibration] = {}
         self._loaded_at = 0.0
@@ -128,13 +153,14 @@ class Screener:
             if state is None or m is not state[0]:
                 vids = dict(zip(m.names, m.version_ids, strict=True))
                 stored = load_calibrations(self._engine(), vids, m.text_version, self.image_version) if self._engine() else {}
-                self._cals = {**stored, **{k: v for k, v in self._explicit_cals.items() if k in vids}}
+                shipped = self._shipped.matching(m.names, m.matrix) if self._shipped is not None else {}
+                self._cals = {**shipped, **stored, **{k: v for k, v in self._explicit_cals.items() if k in vids}}
                 state = self._state = self._with_arrays(m)
             self._loaded_at, self._seen_changes = time.monotonic(), changes
             return state
 
     def fit_calibration(self, image_embs: np.ndarray, label_matrix: np.ndarray, names: Sequence[str],
-                        persist: bool = True) -> dict[str, LogisticCalibration]:  # fmt: skip
+                        persist: bool = True, patients: Sequence[str] | None = None) -> dict[str, LogisticCalibration]:  # fmt: skip
         """Fit a logistic per named condition on a validation split (labels 1/0/NaN), use it from now on.
 
         With a registry as the source the fits are stored, keyed by condition version and both
@@ -145,7 +171,7 @@ class Screener:
         if unknown:
             raise KeyError(f"not active conditions: {unknown}; register them or drop those label columns")
         rows = [m.names.index(n) for n in names]
-        cals = fit_calibration(image_embs, label_matrix, names, m.matrix[rows])
+        cals = fit_calibration(image_embs, label_matrix, names, m.matrix[rows], patients=patients)
         if persist and self._engine() is not None:
             vids = dict(zip(m.names, m.version_ids, strict=True))
             save_calibrations(self._engine(), vids, cals, m.text_version, self.image_version)
@@ -156,7 +182,8 @@ class Screener:
         return cals
 
     def set_reference(self, reference: ReferenceDistribution | None) -> None:
-        """Use ``reference`` (e.g. the indexed corpus) for conditions without a labelled fit."""
+        """Use ``reference`` (the train-split statistics shipped with the model, :mod:`radclip.engine.reference`)
+        for conditions without a labelled fit. Never the served corpus: that is the holdout."""
         with self._state_lock:  # waits for a rebuild in flight, which would otherwise store the old mapping
             self._reference = reference
             self._state = None  # rebuilt on the next request
@@ -203,8 +230,7 @@ class Screener:
             notes: list[RuleNote] = []
             for rule in self.rules:
                 notes.extend(rule.apply(findings, ctx or StudyContext()))
-            findings.sort(key=lambda f: (f.suppressed, -f.confidence))
-            caveats = [n.reason for n in notes if n.condition is None]
+            caveats = [n.reason for n in notes if n.condition is None] + rank_findings(findings)
             timings = {"score_ms": round(t_score, 3), "rules_ms": round((time.perf_counter() - t1) * 1000, 3)}
             out.append(ScreeningResult(findings, notes, caveats, m.text_version, self.image_version, timings, m.token))
         return out

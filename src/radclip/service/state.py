@@ -116,7 +116,6 @@ class ServiceState:
             report = self.index.open(records, progress=self._progress, cancel=self._stop)  # type: ignore[union-attr]
             self.warmup.state, self.warmup.detail = "ready", report.reason
             self.metrics.index_size.set(report.live)
-            self._use_corpus_as_reference()
         except BuildCancelled:
             self.warmup.state, self.warmup.detail = "failed", "cancelled at shutdown; nothing was persisted"
         except Exception as exc:  # surfaced on /readyz; the rest of the service keeps working
@@ -125,15 +124,6 @@ class ServiceState:
         self.warmup.seconds = time.monotonic() - self.warmup.started_at
         for s in INDEX_STATES:
             self.metrics.index_state.labels(s).set(1 if s == self.warmup.state else 0)
-
-    def _use_corpus_as_reference(self) -> None:
-        """Unlabelled conditions are scored relative to the indexed corpus (see engine.calibration)."""
-        from radclip.engine.calibration import MIN_REFERENCE_IMAGES, ReferenceDistribution
-
-        vectors, _ = self.index.index.vectors_and_ids()  # type: ignore[union-attr]
-        if self.screener is not None and len(vectors) >= MIN_REFERENCE_IMAGES:
-            self.screener.set_reference(ReferenceDistribution.from_embeddings(vectors))
-            self._warm_screener()  # rebuild its per-condition mapping here, not in the next request (~25 ms)
 
     def stop_background(self) -> None:
         self._stop.set()
@@ -202,13 +192,41 @@ def _load_engine(state: ServiceState) -> None:
     state.registry = PromptRegistry(s.resolved_database_url, embedder=state.text)
     if s.seed_conditions and not state.registry.list(active_only=False):
         state.registry.load_seed()
-    state.screener = Screener(state.registry, image_version=clip.version, text_version=state.text.version)
+    state.screener = Screener(state.registry, image_version=clip.version, text_version=state.text.version,
+                              shipped=_load_shipped(state, "calibration", s.clip_model, clip.card))  # fmt: skip
+    reference = _load_shipped(state, "reference", s.clip_model, clip.card)
+    if reference is not None:
+        state.screener.set_reference(reference.distribution)
     state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index", load_fn=default_load_fn(clip.input_size))
     state.retriever = Retriever(state.index, text_embedder=state.text, image_embedder=clip)
     state.image_batcher = MicroBatcher(
         lambda items: list(clip.encode_images(np.stack(items))), BatcherConfig(max_batch=16),
         name="radclip-image-batcher", on_batch=lambda n: state.metrics.batch_size.labels("clip-image").observe(n),
     )
+
+
+def _load_shipped(state: ServiceState, kind: str, model: str, card: Any) -> Any | None:
+    """The model's shipped ``reference`` statistics or ``calibration`` fits, or None (a refused file: reason on /readyz).
+
+    Both are fitted offline (train split; val split) by ``radclip conditions calibrate --ship`` and
+    checked against the loaded weights' sha256; nothing is ever fitted on the corpus being served.
+    """
+    from radclip.engine.calibration import CALIBRATION_SUFFIX, load_shipped_calibrations
+    from radclip.engine.reference import REFERENCE_SUFFIX, load_reference
+    from radclip.models.registry import find_card
+
+    _, card_file = find_card(model)
+    suffix, loader = (REFERENCE_SUFFIX, load_reference) if kind == "reference" else (CALIBRATION_SUFFIX, load_shipped_calibrations)
+    path = card_file.parent / f"{card.name}{suffix}"
+    if not path.is_file():  # a model shipped without one (tests, custom weights): the fallback mapping, no error
+        log.info("no shipped %s for %s (%s); run `radclip conditions calibrate --ship` to make one", kind, card.name, path)
+        return None
+    try:
+        return loader(path, card.weights_sha256)
+    except (ValueError, OSError, KeyError) as exc:  # the screener still works, on the documented fallback mapping
+        log.warning("shipped %s not used: %s", kind, exc)
+        state.load_errors[kind] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def build_state(settings: Settings) -> ServiceState:
