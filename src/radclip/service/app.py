@@ -103,10 +103,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
 
 
 def install_access(app: FastAPI, settings: Settings) -> None:
-    """The role check replaces the routers' single-key check; 429 carries Retry-After; headers; CORS if configured."""
-    from radclip.service.deps import require_api_key
-
-    app.dependency_overrides[require_api_key] = _checked_by_authorize
+    """429 carries Retry-After; security headers; CORS if configured (the role check is ``auth.authorize``)."""
 
     @app.exception_handler(RateLimited)
     async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
@@ -121,10 +118,6 @@ def install_access(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"])  # fmt: skip
     app.add_middleware(SecurityHeaders, allowed_origins=frozenset(origins))
-
-
-def _checked_by_authorize() -> None:
-    """``deps.require_api_key`` stands in for ``auth.authorize``, which every router already runs."""
 
 
 def annotate_roles(app: FastAPI) -> None:

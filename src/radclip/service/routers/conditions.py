@@ -7,17 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_reason
 from radclip.service.schemas import ConditionOut, RegisterConditionRequest, RegisterConditionResponse
 
-router = APIRouter(prefix="/api/v1", tags=["conditions"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["conditions"])
 NAME = Path(..., min_length=1, max_length=80, description="condition name (slug)")
 
 
 def _registry(state: Any) -> Any:
     if state.registry is None:
-        raise ProblemError(503, "Registry unavailable", f"the prompt registry is not loaded: {state.load_errors.get('clip', 'not configured')}",
+        raise ProblemError(503, "Registry unavailable", f"the prompt registry is not loaded: {safe_reason(state.load_errors.get('clip'))}",
                            "check RADCLIP_CLIP_MODEL / RADCLIP_DATABASE_URL and the server log", "registry-unavailable")
     return state.registry
 
