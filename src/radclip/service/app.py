@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from radclip import __version__
 from radclip.service.audit_middleware import AuditMiddleware
 from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
+from radclip.service.contract import document_contract
 from radclip.service.problems import install_problem_handlers, problem_response
 from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
 from radclip.service.security_headers import SecurityHeaders
@@ -120,6 +121,14 @@ def install_access(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SecurityHeaders, allowed_origins=frozenset(origins))
 
 
+def _triage_labels(app: FastAPI) -> list[str]:
+    """The loaded triage model's findings; the NIH-14 names while none is loaded."""
+    from radclip.io.labels import NIH_LABELS
+
+    runner = getattr(getattr(app.state, "radclip", None), "triage", None)
+    return list(getattr(runner, "labels", None) or NIH_LABELS)
+
+
 def annotate_roles(app: FastAPI) -> None:
     """State each operation's role in the OpenAPI document: ``x-radclip-role``, ``x-radclip-audit`` and a description line."""
     generate = app.openapi
@@ -138,6 +147,6 @@ def annotate_roles(app: FastAPI) -> None:
                     rule.role, f"Requires role `{rule.role}` (or `admin`)."
                 )
                 op["description"] = f"{op.get('description', '')}\n\n{note}".strip()
-        return doc
+        return document_contract(doc, _triage_labels(app))
 
     app.openapi = openapi  # type: ignore[method-assign]

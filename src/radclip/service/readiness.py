@@ -9,6 +9,12 @@ from typing import Any
 SEE_LOG = "see the server log"
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _SAFE_INDEX_DETAILS = ("cancelled at shutdown; nothing was persisted",)
+WARMING_RETRY_AFTER_S = 5  # Retry-After of a 503 while the index warms (the documented contract)
+
+
+def warming_headers(state: str) -> dict[str, str]:
+    """``Retry-After`` while the index is being built; nothing when it failed (no ETA to promise)."""
+    return {"Retry-After": str(WARMING_RETRY_AFTER_S)} if state == "warming" else {}
 
 
 def safe_reason(error: str | None) -> str:

@@ -55,11 +55,18 @@ def retire_condition(state: StateDep, name: str = NAME) -> ConditionOut:
         raise _not_found(exc) from None
 
 
-@router.get("/conditions/{name}/history", summary="Every version of a condition, oldest first")
+@router.get("/conditions/{name}/history", summary="Every version of a condition, oldest first (404 once retired)")
 def condition_history(state: StateDep, name: str = NAME) -> list[dict[str, Any]]:
     from radclip.engine.registry import ConditionNotFound
 
     try:
-        return _registry(state).history(name)  # type: ignore[no-any-return]
+        versions: list[dict[str, Any]] = _registry(state).history(name)
     except ConditionNotFound as exc:
         raise _not_found(exc) from None
+    if any(v["current"] and v["status"] == "retired" for v in versions):
+        # A retired condition is gone from the API (a client must not read it back after DELETE);
+        # its versions stay in the registry for audit: `radclip conditions history NAME`.
+        raise ProblemError(404, "Condition retired", f"condition {name!r} was retired",
+                           f"register it again to bring it back, or read its versions with `radclip conditions history {name}`",
+                           "condition-retired")  # fmt: skip
+    return versions

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
-from radclip.service.readiness import safe_index, safe_reason
+from radclip.service.readiness import safe_index, safe_reason, warming_headers
 from radclip.service.routers.triage import IMAGE_BODY
 from radclip.service.schemas import RetrievalHitOut, RetrieveRequest, RetrieveResponse
 from radclip.service.uploads import read_image_upload
@@ -27,7 +27,8 @@ def _require_ready_index(state: Any) -> Any:
     w = state.warmup
     if w.state == "warming":
         raise ProblemError(503, "Index warming", f"the case index is being built: {w.done} of {w.total} studies embedded",
-                           "retry in a few seconds; GET /readyz shows the progress", "index-warming", index=w.to_dict())
+                           "retry in a few seconds; GET /readyz shows the progress", "index-warming",
+                           headers=warming_headers(w.state), index=w.to_dict())  # fmt: skip
     if w.state != "ready":
         raise ProblemError(503, "Index unavailable", f"the case index is {w.state}: {safe_index(w.to_dict())['detail'] or 'not built'}",
                            "set RADCLIP_CORPUS to a folder of images or a manifest and restart, or run `radclip index`",

@@ -32,7 +32,7 @@ from radclip.service.auth import may_see_phi
 from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
-from radclip.service.readiness import safe_reason
+from radclip.service.readiness import safe_index, safe_reason, warming_headers
 from radclip.service.routers.triage import IMAGE_BODY, require_triage
 from radclip.service.uploads import read_image_upload
 
@@ -77,7 +77,8 @@ def _open_index(state: Any) -> Any:
         w = state.warmup
         raise ProblemError(503, "Index warming" if w.state == "warming" else "Index unavailable",
                            f"the case index is {w.state}: {w.done} of {w.total} studies embedded",
-                           "retry in a few seconds; GET /readyz shows the progress", "index-warming", index=w.to_dict())
+                           "retry in a few seconds; GET /readyz shows the progress", "index-warming",
+                           headers=warming_headers(w.state), index=safe_index(w.to_dict()))  # fmt: skip
     return index
 
 
