@@ -69,3 +69,92 @@ def test_schemathesis_all_checks_stateful_finds_no_failures(keyed_server: Any, t
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=max(900, 2 * MAX_TIME_S))
     report.with_suffix(".log").write_text(run.stdout + run.stderr)  # the full findings, next to the report
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
+
+
+# -- the document itself (no models needed: an app over an empty ServiceState) -----------------
+def _doc(tmp_path: Path) -> dict[str, Any]:
+    from tests.service.access_helpers import access_client
+
+    with access_client(tmp_path) as c:
+        return c.get("/openapi.json").json()  # type: ignore[no-any-return]
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            yield method.upper(), path, op
+
+
+def test_every_error_answer_is_a_documented_problem(tmp_path: Path) -> None:
+    doc = _doc(tmp_path)
+    assert set(doc["components"]["schemas"]["Problem"]["required"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "fix",
+    }
+    for method, path, op in _operations(doc):
+        codes = {int(c) for c in op["responses"]}
+        if op["x-radclip-role"] != "public":
+            assert {401, 403, 429} <= codes, (method, path, codes)
+            assert op["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+        if "requestBody" in op:
+            assert {400, 413, 415, 422} <= codes, (method, path, codes)
+        if "{" in path:
+            assert 404 in codes, (method, path, codes)
+        if path.startswith("/api/"):
+            assert "Retry-After" in op["responses"]["503"]["headers"], (method, path)
+        for code in (c for c in codes if c >= 400):
+            content = op["responses"][str(code)]["content"]
+            assert list(content) == ["application/problem+json"], (method, path, code, list(content))
+            assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_binary_answers_and_request_constraints_are_in_the_schema(tmp_path: Path) -> None:
+    from radclip.engine import registry
+    from radclip.io.labels import NIH_LABELS
+
+    doc = _doc(tmp_path)
+    paths = doc["paths"]
+    file_ok = paths["/api/v1/studies/{study_id}/file"]["get"]["responses"]["200"]["content"]
+    assert set(file_ok) == {"application/dicom", "image/png", "image/jpeg"}
+    assert set(paths["/api/v1/studies/{study_id}/thumbnail"]["get"]["responses"]["200"]["content"]) == {
+        "image/png"
+    }
+    body = doc["components"]["schemas"]["RegisterConditionRequest"]["properties"]
+    assert (
+        body["name"]["pattern"] == registry.NAME_RE.pattern and body["name"]["maxLength"] == registry.MAX_NAME
+    )
+    assert tuple(body["category"]["enum"]) == registry.CATEGORIES
+    assert body["prompts"]["uniqueItems"] is True and body["prompts"]["maxItems"] == registry.MAX_PROMPTS
+    (label,) = paths["/api/v1/explain"]["post"]["parameters"]
+    assert tuple(label["schema"]["enum"]) == NIH_LABELS
+
+
+def test_undeclared_methods_get_405_with_every_allowed_method(tmp_path: Path) -> None:
+    from tests.service.access_helpers import access_client
+
+    with access_client(tmp_path) as c:
+        # GET /api/v1/studies and POST /api/v1/studies live in two routers; Starlette named only one
+        r = c.request("OPTIONS", "/api/v1/studies")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
+        assert r.headers["content-type"] == "application/problem+json"
+        r = c.request("TRACE", "/api/v1/conditions/effusion")
+        assert r.status_code == 405 and r.headers["allow"] == "DELETE"
+
+
+def test_a_503_while_the_index_warms_says_when_to_retry(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tests.service.access_helpers import access_client
+
+    with access_client(tmp_path) as c:
+        state = c.app.state.radclip
+        state.index = SimpleNamespace(key=None)
+        state.warmup.state, state.warmup.total = "warming", 12
+        r = c.get("/api/v1/studies")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        state.warmup.state, state.warmup.detail = "failed", "FileNotFoundError: /srv/secret/corpus"
+        r = c.get("/api/v1/studies")
+        assert r.status_code == 503 and "retry-after" not in r.headers and "/srv/secret" not in r.text
