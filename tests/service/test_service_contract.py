@@ -57,7 +57,7 @@ def _st() -> str:
 
 @pytest.mark.timeout(max(600, MAX_TIME_S + 420))  # the recorded long run outlasts the suite's 600 s
 def test_schemathesis_all_checks_stateful_finds_no_failures(keyed_server: Any, tmp_path: Path) -> None:
-    report = Path(os.environ.get("RADCLIP_CONTRACT_REPORT", tmp_path / "st.json"))
+    report = Path(os.environ.get("RADCLIP_CONTRACT_REPORT", tmp_path / "st.json")).resolve()
     cmd = [
         _st(), "--config-file", str(CONFIG), "run", f"{keyed_server.url}/openapi.json", "--checks", "all",
         "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES),
@@ -67,7 +67,8 @@ def test_schemathesis_all_checks_stateful_finds_no_failures(keyed_server: Any, t
     ]  # fmt: skip
     if MAX_TIME_S:
         cmd += ["--max-time", str(MAX_TIME_S)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=max(900, 2 * MAX_TIME_S))
+    # cwd: st keeps a crash cache in ./.schemathesis, which must not land in the repository
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=max(900, 2 * MAX_TIME_S), cwd=tmp_path)
     report.with_suffix(".log").write_text(run.stdout + run.stderr)  # the full findings, next to the report
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
 
