@@ -91,13 +91,10 @@ def test_served_dicom_is_deidentified_unless_the_role_may_see_phi(live_server: A
     assert limited.status_code == 200 and b"MRN-771204" not in limited.content
 
 
-# The fixes for these leaks live in files other slices own (engine/study_index.py, engine/corpus.py,
-# engine/db.py, service/routers/health.py); docs/security.md names the change. strict=True: when a fix
-# lands the test passes, the xfail turns into a failure, and the marker must be removed.
-OWNED_ELSEWHERE = "fix belongs to another slice's file; see docs/security.md 'Left to do'"
+# The four leaks below were fixed in engine/study_index.py (no image_path in results), engine/corpus.py
+# (manifest patient ids pseudonymised), engine/db.py (hide_parameters) and service/readiness.py.
 
 
-@pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)
 def test_retrieval_results_carry_no_server_paths(live_server: Any) -> None:
     _wait_ready(live_server)
     r = httpx.post(
@@ -114,7 +111,6 @@ def test_retrieval_results_carry_no_server_paths(live_server: Any) -> None:
     assert str(live_server.corpus) not in r.text and "image_path" not in r.text
 
 
-@pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)
 def test_manifest_corpus_stores_patient_pseudonyms(tmp_path: Any) -> None:
     from radclip.engine.corpus import records_from_manifest
 
@@ -125,7 +121,6 @@ def test_manifest_corpus_stores_patient_pseudonyms(tmp_path: Any) -> None:
     assert record.patient_id != "MRN-555001" and str(record.patient_id).startswith("pid-")
 
 
-@pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)
 def test_database_errors_do_not_carry_sql_parameters() -> None:
     import sqlalchemy as sa
 
@@ -140,7 +135,6 @@ def test_database_errors_do_not_carry_sql_parameters() -> None:
     assert "MRN-555001" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE)
 def test_readyz_does_not_expose_exception_text(tmp_path: Any) -> None:
     from tests.service.access_helpers import access_client
 

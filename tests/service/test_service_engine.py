@@ -68,8 +68,10 @@ def test_register_condition_appears_in_screening_and_is_versioned(live_server) -
     assert "test_sarcoidosis" in names and len(names) >= 61
     screened = httpx.post(f"{url}/api/v1/screen", content=_png(), headers={"content-type": "image/png"}, timeout=120).json()
     assert "test_sarcoidosis" in [f["pathology"] for f in screened["findings"]]
-    assert httpx.delete(f"{url}/api/v1/conditions/test_sarcoidosis").json()["status"] == "retired"
     assert len(httpx.get(f"{url}/api/v1/conditions/test_sarcoidosis/history").json()) == 2
+    assert httpx.delete(f"{url}/api/v1/conditions/test_sarcoidosis").json()["status"] == "retired"
+    gone = httpx.get(f"{url}/api/v1/conditions/test_sarcoidosis/history")  # retired: read back as documented
+    assert gone.status_code == 404 and gone.json()["type"].endswith("/condition-retired")
     assert httpx.delete(f"{url}/api/v1/conditions/never_was").status_code == 404
     bad = httpx.post(f"{url}/api/v1/register-condition", json={"name": "Bad Name!", "prompts": ["x"]})
     assert bad.status_code == 422 and bad.json()["fix"]

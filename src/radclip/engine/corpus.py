@@ -6,6 +6,7 @@ Used by ``radclip index`` and by the service's background index warm-up. The sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,23 @@ def records_from_folder(folder: Path) -> list[StudyRecord]:
     return [StudyRecord(study_id=str(p.relative_to(folder).with_suffix("")), image_path=str(p), source=folder.name) for p in files]
 
 
-def records_from_manifest(csv: Path, images_root: Path) -> list[StudyRecord]:
-    """Rows of a manifest (at least ``image_id`` and ``path``; metadata columns used where present)."""
+Pseudonymise = Callable[[str | None], str | None]
+
+
+def default_pseudonymise() -> Pseudonymise:
+    """The site's keyed pseudonym policy (``$RADCLIP_PHI_KEY`` or ``$RADCLIP_HOME/phi.key``)."""
+    from radclip.io.pseudonyms import Pseudonymiser
+    from radclip.settings import get_settings
+
+    return Pseudonymiser.for_home(get_settings().home).pseudonym
+
+
+def records_from_manifest(csv: Path, images_root: Path, pseudonymise: Pseudonymise | None = None) -> list[StudyRecord]:
+    """Rows of a manifest (at least ``image_id`` and ``path``; metadata columns used where present).
+
+    ``patient_id`` is stored as a keyed pseudonym (``pid-…``), never as given: the index and
+    retrieval results must not carry an MRN. One patient keeps one pseudonym under one key.
+    """
     import pandas as pd
 
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -32,8 +48,10 @@ def records_from_manifest(csv: Path, images_root: Path) -> list[StudyRecord]:
     def cell(row: Any, col: str) -> str | None:
         return (row.get(col) or None) if col in frame.columns else None
 
+    pseudonym = (pseudonymise or default_pseudonymise()) if "patient_id" in frame.columns else (lambda v: None)
+
     return [
-        StudyRecord(study_id=row["image_id"], image_path=str(images_root / row["path"]), patient_id=cell(row, "patient_id"),
+        StudyRecord(study_id=row["image_id"], image_path=str(images_root / row["path"]), patient_id=pseudonym(cell(row, "patient_id")),
                     view=cell(row, "view"), study_date=cell(row, "study_date"),
                     findings=cell(row, "report") or cell(row, "finding"), source=cell(row, "source"))
         for row in frame.to_dict("records")

@@ -157,6 +157,9 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         Path(url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("postgresql"):
         kwargs.setdefault("pool_pre_ping", True)
+    # Bound parameters are study ids, patient pseudonyms and file paths: keep them out of
+    # exception text, which ends up in logs (issue 18).
+    kwargs.setdefault("hide_parameters", True)
     return create_engine(url, **kwargs)
 
 

@@ -16,7 +16,7 @@ class RetrievalHit:
     rank: int  # 1-based
     study_id: str
     similarity: float  # cosine between the query and the study's image embedding
-    metadata: dict[str, Any]  # patient_id, view, study_date, findings, source, image_path
+    metadata: dict[str, Any]  # patient_id (a pseudonym), view, study_date, findings, source
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "study_id": self.study_id, "similarity": self.similarity, **self.metadata}

@@ -165,7 +165,9 @@ class StudyIndex:
         if missing:
             with self._sessions() as s:
                 rows = s.scalars(select(db.IndexItem).where(db.IndexItem.id.in_(missing))).all()
-            keys = ("study_id", "patient_id", "view", "study_date", "findings", "source", "image_path")
+            # No image_path: results leave the server, and an absolute path tells a client the
+            # server's layout (issue 18). Routes that serve the file look the row up themselves.
+            keys = ("study_id", "patient_id", "view", "study_date", "findings", "source")
             fresh = {r.id: {k: getattr(r, k) for k in keys} for r in rows}
             if len(cache) > 200_000:  # bounded: a few hundred bytes a row
                 cache.clear()

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from radclip import __version__
 from radclip.service.audit_middleware import AuditMiddleware
 from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
+from radclip.service.contract import document_contract
 from radclip.service.model_ops import build_model_ops
 from radclip.service.problems import install_problem_handlers, problem_response
 from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
@@ -109,10 +110,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
 
 
 def install_access(app: FastAPI, settings: Settings) -> None:
-    """The role check replaces the routers' single-key check; 429 carries Retry-After; headers; CORS if configured."""
-    from radclip.service.deps import require_api_key
-
-    app.dependency_overrides[require_api_key] = _checked_by_authorize
+    """429 carries Retry-After; security headers; CORS if configured (the role check is ``auth.authorize``)."""
 
     @app.exception_handler(RateLimited)
     async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
@@ -129,8 +127,12 @@ def install_access(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SecurityHeaders, allowed_origins=frozenset(origins))
 
 
-def _checked_by_authorize() -> None:
-    """``deps.require_api_key`` stands in for ``auth.authorize``, which every router already runs."""
+def _triage_labels(app: FastAPI) -> list[str]:
+    """The loaded triage model's findings; the NIH-14 names while none is loaded."""
+    from radclip.io.labels import NIH_LABELS
+
+    runner = getattr(getattr(app.state, "radclip", None), "triage", None)
+    return list(getattr(runner, "labels", None) or NIH_LABELS)
 
 
 def annotate_roles(app: FastAPI) -> None:
@@ -151,6 +153,6 @@ def annotate_roles(app: FastAPI) -> None:
                     rule.role, f"Requires role `{rule.role}` (or `admin`)."
                 )
                 op["description"] = f"{op.get('description', '')}\n\n{note}".strip()
-        return doc
+        return document_contract(doc, _triage_labels(app))
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -21,10 +21,12 @@ PROBLEM_BASE = "https://radclip.dev/problems/"
 class ProblemError(Exception):
     """Raise from a route to answer with a problem+json body."""
 
-    def __init__(self, status: int, title: str, detail: str, fix: str, kind: str | None = None, **extra: Any) -> None:
+    def __init__(self, status: int, title: str, detail: str, fix: str, kind: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:  # fmt: skip
         super().__init__(detail)
         self.status, self.title, self.detail, self.fix = status, title, detail, fix
         self.kind = kind or title.lower().replace(" ", "-")
+        self.headers = headers or {}  # e.g. Retry-After on a 503 while the index warms
         self.extra = extra
 
 
@@ -52,10 +54,27 @@ def _input_error_status(exc: io_errors.RadclipInputError) -> tuple[int, str]:
     return 400, "Invalid image"
 
 
+CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route fully matches on this path (Starlette's own 405 names only the first router's)."""
+    from starlette.routing import Match
+
+    allowed = []
+    for method in CANDIDATE_METHODS:
+        probe = {**scope, "method": method, "fastapi": {}}  # matching may write there: never into the real scope
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, exc.fix, exc.kind, **exc.extra)
+        response = problem_response(exc.status, exc.title, exc.detail, exc.fix, exc.kind, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(io_errors.RadclipInputError)
     async def _bad_image(_: Request, exc: io_errors.RadclipInputError) -> JSONResponse:
@@ -76,11 +95,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Request body too large"}.get(exc.status_code, "HTTP error")
         fix = {404: "check the URL against /docs", 405: "use the method listed in /docs",
                413: "send a smaller body (see the limit in the detail)"}.get(exc.status_code, "see /docs")  # fmt: skip
-        return problem_response(exc.status_code, title, str(exc.detail), fix, title.lower().replace(" ", "-"))
+        response = problem_response(exc.status_code, title, str(exc.detail), fix, title.lower().replace(" ", "-"))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: list every method of the path, across all routers
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope)) or "GET"
+        return response
 
     @app.exception_handler(io_errors.MissingDependencyError)
     async def _missing_decoder(_: Request, exc: io_errors.MissingDependencyError) -> JSONResponse:

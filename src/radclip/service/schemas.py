@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 from starlette.responses import Response
+
+from radclip.engine import registry as reg
+
+# What the registry's validate_definition accepts, stated in the schema so a generated client (and a
+# fuzzer) can predict it. Python's str.split() also splits on \x1c-\x1f, which regex \s does not cover.
+_WS, _NON_WS = r"[\s\x1c-\x1f]", r"[^\s\x1c-\x1f]"
+SINGLE_SPACED = rf"^{_NON_WS}+({_WS}{_NON_WS}+)*$"  # no leading/trailing/double whitespace: kept as sent
+NOT_BLANK = _NON_WS  # unanchored: at least one non-whitespace character
+Category = Literal[
+    "parenchymal", "pleural", "cardiomediastinal", "airway", "osseous",
+    "devices_lines", "subdiaphragmatic", "normal", "other",
+]  # fmt: skip
 
 
 class LabelScore(BaseModel):
@@ -91,7 +103,8 @@ class ScreenResponse(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=2000, description="free-text description, e.g. 'left pleural effusion in elderly patient'")
+    query: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK,
+                       description="free-text description, e.g. 'left pleural effusion in elderly patient'")  # fmt: skip
     top_k: int = Field(default=10, ge=1, le=100)
 
 
@@ -102,13 +115,15 @@ class RetrieveResponse(BaseModel):
 
 
 class RegisterConditionRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=80, description="slug, e.g. 'sarcoidosis'")
-    prompts: list[Annotated[str, Field(min_length=3, max_length=300)]] = Field(
-        min_length=1, max_length=32, description="radiology phrasings of the finding, 3-300 characters each")
+    name: str = Field(min_length=1, max_length=reg.MAX_NAME, pattern=reg.NAME_RE.pattern,
+                      description="slug: a letter, then letters/digits with single '_' or '-' between, e.g. 'rib_fracture'")  # fmt: skip
+    prompts: list[Annotated[str, Field(min_length=reg.MIN_PROMPT_CHARS, max_length=reg.MAX_PROMPT_CHARS, pattern=SINGLE_SPACED)]] = Field(
+        min_length=reg.MIN_PROMPTS, max_length=reg.MAX_PROMPTS, json_schema_extra={"uniqueItems": True},
+        description="radiology phrasings of the finding, 3-300 characters each, single-spaced; no repeats (case-insensitive)")  # fmt: skip
     # Bounded: without a limit 32 x 512 KB synonyms were stored and GET /conditions returned 16.8 MB.
     synonyms: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=32, description="other names, at most 32 of at most 100 characters")
-    category: str = Field(default="other", max_length=40)
+    category: Category = "other"
     registered_by: str = Field(default="api", max_length=80)
 
 

@@ -7,17 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_reason
 from radclip.service.schemas import ConditionOut, RegisterConditionRequest, RegisterConditionResponse
 
-router = APIRouter(prefix="/api/v1", tags=["conditions"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["conditions"])
 NAME = Path(..., min_length=1, max_length=80, description="condition name (slug)")
 
 
 def _registry(state: Any) -> Any:
     if state.registry is None:
-        raise ProblemError(503, "Registry unavailable", f"the prompt registry is not loaded: {state.load_errors.get('clip', 'not configured')}",
+        raise ProblemError(503, "Registry unavailable", f"the prompt registry is not loaded: {safe_reason(state.load_errors.get('clip'))}",
                            "check RADCLIP_CLIP_MODEL / RADCLIP_DATABASE_URL and the server log", "registry-unavailable")
     return state.registry
 
@@ -54,11 +55,18 @@ def retire_condition(state: StateDep, name: str = NAME) -> ConditionOut:
         raise _not_found(exc) from None
 
 
-@router.get("/conditions/{name}/history", summary="Every version of a condition, oldest first")
+@router.get("/conditions/{name}/history", summary="Every version of a condition, oldest first (404 once retired)")
 def condition_history(state: StateDep, name: str = NAME) -> list[dict[str, Any]]:
     from radclip.engine.registry import ConditionNotFound
 
     try:
-        return _registry(state).history(name)  # type: ignore[no-any-return]
+        versions: list[dict[str, Any]] = _registry(state).history(name)
     except ConditionNotFound as exc:
         raise _not_found(exc) from None
+    if any(v["current"] and v["status"] == "retired" for v in versions):
+        # A retired condition is gone from the API (a client must not read it back after DELETE);
+        # its versions stay in the registry for audit: `radclip conditions history NAME`.
+        raise ProblemError(404, "Condition retired", f"condition {name!r} was retired",
+                           f"register it again to bring it back, or read its versions with `radclip conditions history {name}`",
+                           "condition-retired")  # fmt: skip
+    return versions

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from radclip.service.deps import StateDep
+from radclip.service.readiness import public_readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: models loaded; index state (warming with progress, or ready)")
 def readyz(state: StateDep) -> dict[str, Any]:
-    return state.readiness()
+    return public_readiness(state.readiness())
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

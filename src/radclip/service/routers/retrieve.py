@@ -8,29 +8,31 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_index, safe_reason, warming_headers
 from radclip.service.routers.triage import IMAGE_BODY
 from radclip.service.schemas import RetrievalHitOut, RetrieveRequest, RetrieveResponse
 from radclip.service.uploads import read_image_upload
 
-router = APIRouter(prefix="/api/v1", tags=["retrieval"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["retrieval"])
 
 
 def _require_ready_index(state: Any) -> Any:
     if state.retriever is None:
-        reason = state.load_errors.get("clip", "not configured")
+        reason = safe_reason(state.load_errors.get("clip"))
         raise ProblemError(503, "Retrieval unavailable", f"the image-text model is not loaded: {reason}",
                            "check RADCLIP_CLIP_MODEL and the server log", "model-unavailable")
     w = state.warmup
     if w.state == "warming":
         raise ProblemError(503, "Index warming", f"the case index is being built: {w.done} of {w.total} studies embedded",
-                           "retry in a few seconds; GET /readyz shows the progress", "index-warming", index=w.to_dict())
+                           "retry in a few seconds; GET /readyz shows the progress", "index-warming",
+                           headers=warming_headers(w.state), index=w.to_dict())  # fmt: skip
     if w.state != "ready":
-        raise ProblemError(503, "Index unavailable", f"the case index is {w.state}: {w.detail or 'not built'}",
+        raise ProblemError(503, "Index unavailable", f"the case index is {w.state}: {safe_index(w.to_dict())['detail'] or 'not built'}",
                            "set RADCLIP_CORPUS to a folder of images or a manifest and restart, or run `radclip index`",
-                           "index-unavailable", index=w.to_dict())
+                           "index-unavailable", index=safe_index(w.to_dict()))
     return state.retriever
 
 

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.model_ops import get_model_ops
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_reason
 from radclip.service.routers.triage import IMAGE_BODY, label_scores, png_bytes, require_triage
 from radclip.service.schemas import (
     RetrievalHitOut,
@@ -27,12 +28,12 @@ from radclip.service.schemas import (
 )
 from radclip.service.uploads import read_image_upload
 
-router = APIRouter(prefix="/api/v1", tags=["screening"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["screening"])
 
 
 def require_screening(state: Any) -> Any:
     if state.screener is None or state.clip is None:
-        reason = state.load_errors.get("clip", "not configured")
+        reason = safe_reason(state.load_errors.get("clip"))
         raise ProblemError(503, "Screening model unavailable", f"the image-text model is not loaded: {reason}",
                            "check RADCLIP_CLIP_MODEL and the server log, then restart", "model-unavailable")
     return state.screener

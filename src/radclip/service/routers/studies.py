@@ -16,14 +16,14 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
 from radclip.service.routers.triage import IMAGE_BODY
 from radclip.service.routers.web import _open_index, _row_dict, _study_row
 from radclip.service.uploads import read_image_upload
 
-router = APIRouter(prefix="/api/v1", tags=["studies"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["studies"])
 _SUFFIX = {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}
 STUDY_ID = Query(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$",
                  description="id to store it under; default the DICOM StudyInstanceUID, else the image's sha256 prefix")  # fmt: skip

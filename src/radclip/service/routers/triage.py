@@ -8,13 +8,14 @@ import time
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload, image_facts
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_reason
 from radclip.service.schemas import ExplainResponse, LabelScore, TriageResponse
 from radclip.service.uploads import read_image_upload
 
-router = APIRouter(prefix="/api/v1", tags=["triage"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["triage"])
 
 IMAGE_BODY = {
     "requestBody": {
@@ -50,7 +51,7 @@ def label_scores(result) -> list[LabelScore]:  # type: ignore[no-untyped-def]
 
 def require_triage(state):  # type: ignore[no-untyped-def]
     if state.triage is None:
-        reason = state.load_errors.get("triage", "not configured")
+        reason = safe_reason(state.load_errors.get("triage"))
         raise ProblemError(503, "Triage model unavailable", f"the triage model is not loaded: {reason}",
                            "check RADCLIP_TRIAGE_MODEL and the server log, then restart", "model-unavailable")
     return state.triage

@@ -29,9 +29,10 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radclip.service.auth import may_see_phi
-from radclip.service.deps import ApiKeyDep, StateDep
+from radclip.service.deps import StateDep
 from radclip.service.imaging import decode_upload
 from radclip.service.problems import ProblemError
+from radclip.service.readiness import safe_index, safe_reason, warming_headers
 from radclip.service.routers.triage import IMAGE_BODY, require_triage
 from radclip.service.uploads import read_image_upload
 
@@ -42,7 +43,7 @@ _FILE_MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
 page = APIRouter(tags=["web"], include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["web"], dependencies=[ApiKeyDep])
+api = APIRouter(prefix="/api/v1", tags=["web"])
 
 
 # -- the static page ------------------------------------------------------------------------
@@ -70,13 +71,14 @@ def ui_asset(asset: str) -> FileResponse:
 def _open_index(state: Any) -> Any:
     index = state.index
     if index is None:
-        raise ProblemError(503, "Case index unavailable", f"the image-text model is not loaded: {state.load_errors.get('clip', 'not configured')}",
+        raise ProblemError(503, "Case index unavailable", f"the image-text model is not loaded: {safe_reason(state.load_errors.get('clip'))}",
                            "check RADCLIP_CLIP_MODEL and the server log", "model-unavailable")
     if index.key is None:
         w = state.warmup
         raise ProblemError(503, "Index warming" if w.state == "warming" else "Index unavailable",
                            f"the case index is {w.state}: {w.done} of {w.total} studies embedded",
-                           "retry in a few seconds; GET /readyz shows the progress", "index-warming", index=w.to_dict())
+                           "retry in a few seconds; GET /readyz shows the progress", "index-warming",
+                           headers=warming_headers(w.state), index=safe_index(w.to_dict()))  # fmt: skip
     return index
 
 
