@@ -62,6 +62,18 @@ def minilm_path() -> Path:
     return path
 
 
+def tuned_layers_in(path: str | Path) -> int:
+    """How many encoder layers a ``text_layers.safetensors`` holds (its ``encoder.layer.<i>.*`` keys)."""
+    from radclip.models.weights import load_state_dict
+
+    found = {k.split(".")[2] for k in load_state_dict(path) if k.startswith("encoder.layer.")}
+    if not found:
+        raise ValueError(
+            f"{path} holds no 'encoder.layer.<i>.*' tensors; pass the file radclip.train.text_negation wrote"
+        )
+    return len(found)
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden`` (B, L, D) over positions where ``mask`` (B, L) is 1."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
