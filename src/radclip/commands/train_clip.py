@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feature-cache", default="", help="folder persisting frozen-trunk features between runs"
     )
+    parser.add_argument(
+        "--text-layers",
+        default="",
+        help="fine-tuned top MiniLM layers (text_layers.safetensors from python -m radclip.train.text_negation); shipped in the weights",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         feature_cache=args.feature_cache,
+        text_layers=args.text_layers,
     )
     state = train_clip(cfg)
     last = state["history"][-1] if state["history"] else {}

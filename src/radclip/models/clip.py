@@ -13,7 +13,8 @@
   the features once and trains the heads alone.
 
 A frozen pretrained text trunk (MiniLM) is left out of ``state_dict()`` and is not expected by
-``load_state_dict``: it is rebuilt from its package, and only our weights ship.
+``load_state_dict``: it is rebuilt from its package, and only our weights ship; its fine-tuned top
+layers (``TextConfig.tuned_layers``) are the exception: they ship, and are required when loading.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class MedClip(nn.Module):
         """Like ``nn.Module.load_state_dict``; a frozen pretrained text trunk's keys are not expected."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         if not self.text.trunk.ships_weights:
-            result.missing_keys[:] = [k for k in result.missing_keys if not k.startswith(_TEXT_WEIGHTS)]
+            result.missing_keys[:] = [k for k in result.missing_keys if not _from_package(self, k, "")]
         if strict and (result.missing_keys or result.unexpected_keys):
             raise RuntimeError(
                 f"state dict does not fit MedClip: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
@@ -160,10 +161,17 @@ class MedClip(nn.Module):
         return result
 
 
+def _from_package(module: MedClip, key: str, prefix: str) -> bool:
+    """Whether ``key`` is a pretrained text weight that loads from its package (not a shipped tuned layer)."""
+    head = prefix + _TEXT_WEIGHTS
+    keep = module.text.trunk.shipped_prefixes()
+    return key.startswith(head) and not (keep and key[len(head) :].startswith(keep))
+
+
 def _drop_frozen_text(module: MedClip, state: dict[str, Any], prefix: str, _meta: Any) -> None:
     if module.text.trunk.ships_weights:
         return
-    for key in [k for k in state if k.startswith(prefix + _TEXT_WEIGHTS)]:
+    for key in [k for k in state if _from_package(module, k, prefix)]:
         del state[key]
 
 

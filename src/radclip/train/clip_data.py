@@ -234,7 +234,16 @@ class FeatureBank:
         from dataclasses import asdict
 
         trunk = self.model.visual.trunk if side == "img" else self.model.text.trunk  # type: ignore[attr-defined]
-        h = hashlib.sha1(json.dumps(asdict(trunk.cfg), sort_keys=True).encode())
+        cfg = asdict(trunk.cfg)
+        if not cfg.get("tuned_layers"):
+            cfg.pop(
+                "tuned_layers", None
+            )  # an untuned tower keeps the cache key it had before the field existed
+        h = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode())
+        if side == "txt":
+            for name, t in sorted(trunk.tuned_state().items()):  # fine-tuned text layers change every feature
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
         if side == "img":
             # image features also depend on the frozen blocks' weights and BN buffers (always run in
             # eval mode): a different init file, or features cached by the old train-mode-BN code, never match

@@ -77,6 +77,7 @@ class ClipTrainConfig:
     resume: bool = False  # continue from out_dir's last checkpoint
     progress: bool = True  # tqdm bar
     feature_cache: str = ""  # folder persisting frozen-trunk features between runs ("" = memory only)
+    text_layers: str = ""  # tuned top MiniLM layers (train.text_negation): shipped, fixed here
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the train state
 
 
@@ -97,7 +98,14 @@ def build_model(cfg: ClipTrainConfig) -> Any:
     if cfg.model != "tiny":
         base.vision.image_size = cfg.image_size
         base.head, base.head_dropout = cfg.head, cfg.head_dropout
-    return MedClip(ClipConfig.from_dict(base.to_dict()))
+    if cfg.text_layers:
+        from radclip.models.text_encoder import tuned_layers_in
+
+        base.text.tuned_layers = tuned_layers_in(cfg.text_layers)
+    model = MedClip(ClipConfig.from_dict(base.to_dict()))
+    if cfg.text_layers:
+        model.text.trunk.load_tuned(cfg.text_layers)
+    return model
 
 
 def _defaults(cfg: ClipTrainConfig) -> tuple[str, str, str | None]:
@@ -240,10 +248,17 @@ def _train(cfg: ClipTrainConfig, info: DistInfo) -> dict[str, Any]:
                     state["best_epoch"] = epoch + 1
                     save_checkpoint(out, model, None, state, stem="best")
             if info.world_size > 1:  # replicas must stay identical; recorded so a drift is visible
-                state["ddp"] = {"world_size": info.world_size, "replica_max_abs_diff": replica_divergence(model, info)}
+                state["ddp"] = {
+                    "world_size": info.world_size,
+                    "replica_max_abs_diff": replica_divergence(model, info),
+                }
             if info.is_main:
                 save_checkpoint(out, model, opt, state, stem="last")
     bar.close()
+    if info.is_main and (out / "best.safetensors").is_file():
+        from radclip.train.clip_card import write_card
+
+        write_card(out, cfg, state, model, manifest, cfg.extra.get("version", "0.4.0-candidate"))
     return state
 
 
