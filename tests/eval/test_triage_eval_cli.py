@@ -69,15 +69,18 @@ def test_eval_cli_on_manifest_without_split(tmp_path: Path) -> None:
     model, c = load_pretrained(card)
     preds = collect_logits(model, ManifestDataset(manifest, tmp_path, size=32), c.preprocessing, keep_features=True)
     assert rep["per_label"]["Effusion"]["auc"] == pytest.approx(roc_auc(preds.labels[:10, 2], preds.logits[:10, 2]))
-    # the pointing game by hand: the 32x32 CAM of i1 peaks at (row, col) (18, 25) for Atelectasis, inside its
-    # box (x 192..256, y 128..192 of the 256 frame = cols 24..31, rows 16..23), and at (16, 21) for Cardiomegaly,
-    # outside its box (cols/rows 0..15): one hit of two
+    # the pointing game by hand: the 32x32 CAM of i1 peaks near (row, col) (18, 25) for Atelectasis, inside its
+    # box (x 192..256, y 128..192 of the 256 frame = cols 24..31, rows 16..23), and near (16, 21) for Cardiomegaly,
+    # outside its box (cols/rows 0..15): one hit of two. The exact argmax can move by a pixel between thread
+    # counts (near-equal neighbours), so the check is against the boxes, not the pixel.
     from radclip.explain.cam import class_activation_maps, upsample_maps
 
     w, b = model.classifier.weight.detach(), model.classifier.bias.detach()
     feats = torch.from_numpy(preds.features[1][None])
     peaks = [divmod(int(upsample_maps(class_activation_maps(feats, w, b, [k]), 32).argmax()), 32) for k in (0, 1)]
-    assert peaks == [(18, 25), (16, 21)]
+    (r0, c0), (r1, c1) = peaks
+    assert 16 <= r0 <= 23 and 24 <= c0 <= 31 and abs(r0 - 18) + abs(c0 - 25) <= 2
+    assert not (r1 <= 15 and c1 <= 15) and abs(r1 - 16) + abs(c1 - 21) <= 2
     assert [(c["label"], c["hit"]) for c in loc["cases"]] == [("Atelectasis", True), ("Cardiomegaly", False)]
     assert loc["pointing_game"] == 0.5
 

@@ -190,7 +190,7 @@ def test_register_condition_appears_in_screening_then_history_and_retire(page: A
     # The server's problem+json is shown next to the form: what was wrong and how to fix it.
     error = page.locator("#register-error")
     error.wait_for()
-    assert "unknown category 'interstitial'" in error.inner_text() and "Fix:" in error.inner_text()
+    assert "category" in error.inner_text() and "'parenchymal'" in error.inner_text() and "Fix:" in error.inner_text()
     form.locator("input[name=category]").fill("parenchymal")
     form.locator("button[type=submit]").click()
     page.wait_for_function("document.getElementById('register-ok').textContent.includes('version 1')")

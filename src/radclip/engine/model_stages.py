@@ -121,6 +121,8 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 def read_card(path: str | Path) -> tuple[Path, dict[str, object]]:
     """The weights file and its card's JSON for a ``.safetensors`` or ``.card.json`` path."""
+    if "\x00" in str(path):
+        raise StageError("the model path contains a NUL byte; pass the path of a .safetensors or .card.json file")
     p = Path(path).expanduser().resolve()
     if p.name.endswith(".card.json"):
         card_path = p

@@ -78,6 +78,12 @@ def _change(ops: ModelOps, action: Any, ref: str | None = None) -> dict[str, Any
     return {"changed": [v.to_dict() for v in changed], **_state(ops)}
 
 
+# A refused stage change (nothing to promote, an unknown version, a file that is not a model) is a 409.
+STAGE_REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Stage change refused: the detail says why and the fix how", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+}
+
+
 @router.get("", summary="Registered versions of the served model, their stages, and what serves now")
 async def list_models(request: Request) -> dict[str, Any]:
     return await run_in_threadpool(_state, _ops(request))
@@ -90,20 +96,20 @@ async def history(request: Request) -> dict[str, Any]:
     return {"model": ops.lifecycle.name, "events": [e.to_dict() for e in events]}
 
 
-@router.post("", summary="Register a version (candidate)", status_code=201)
+@router.post("", summary="Register a version (candidate)", status_code=201, responses=STAGE_REFUSED)
 async def register(request: Request, body: RegisterBody) -> dict[str, Any]:
     ops, who = _ops(request), _actor(request)
     stage = "production" if body.production else "candidate"
     return await run_in_threadpool(_change, ops, lambda: ops.lifecycle.stages.register(body.path, who, stage))
 
 
-@router.post("/{ref}/shadow", summary="Run NAME@VER as shadow beside production")
+@router.post("/{ref}/shadow", summary="Run NAME@VER as shadow beside production", responses=STAGE_REFUSED)
 async def shadow(request: Request, ref: str, body: ReasonBody | None = None) -> dict[str, Any]:
     ops, who, why = _ops(request), _actor(request), (body.reason if body else "")
     return await run_in_threadpool(_change, ops, lambda: ops.lifecycle.stages.shadow(ref, who, why), ref)
 
 
-@router.post("/{ref}/canary", summary="Let NAME@VER answer a share of studies")
+@router.post("/{ref}/canary", summary="Let NAME@VER answer a share of studies", responses=STAGE_REFUSED)
 async def canary(request: Request, ref: str, body: CanaryBody) -> dict[str, Any]:
     ops, who = _ops(request), _actor(request)
     return await run_in_threadpool(
@@ -111,7 +117,7 @@ async def canary(request: Request, ref: str, body: CanaryBody) -> dict[str, Any]
     )
 
 
-@router.post("/{ref}/promote", summary="Make NAME@VER (or NAME's canary, else shadow) production")
+@router.post("/{ref}/promote", summary="Make NAME@VER (or NAME's canary, else shadow) production", responses=STAGE_REFUSED)
 async def promote(request: Request, ref: str, body: ReasonBody | None = None) -> dict[str, Any]:
     ops, who, why = _ops(request), _actor(request), (body.reason if body else "")
     target = ref if "@" in ref else None
@@ -119,7 +125,7 @@ async def promote(request: Request, ref: str, body: ReasonBody | None = None) ->
 
 
 @router.post(
-    "/{name}/rollback", summary="Retire NAME's canary and shadow, or restore its previous production"
+    "/{name}/rollback", summary="Retire NAME's canary and shadow, or restore its previous production", responses=STAGE_REFUSED
 )
 async def rollback(request: Request, name: str, body: ReasonBody | None = None) -> dict[str, Any]:
     ops, who, why = _ops(request), _actor(request), (body.reason if body else "")
