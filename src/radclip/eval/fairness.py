@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from radclip.eval.metrics import is_measurable, patient_counts, roc_auc
+from radclip.eval.patient_bootstrap import weighted_auc  # one weighted (bootstrap) AUC for the package
 
 GAP_THRESHOLD = 0.05  # the product's fairness flag: AUC gap between groups larger than this
 AGE_BANDS = ("<40", "40-60", ">60")
@@ -63,27 +64,6 @@ def bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> np.ndarra
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, n_pat, size=n_pat), minlength=n_pat) for _ in range(n_boot)]) if n_pat else np.zeros((n_boot, 0))
     return counts[:, inverse].astype(np.float64)
-
-
-def weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Rank AUC of (y, s) under row weights ``w`` (B, N), vectorised over B; NaN where a class has no weight.
-
-    A resample that repeats a row k times is the same as weighting it k, so this equals
-    ``metrics.roc_auc`` on the expanded resample (ties count half), for every resample at once.
-    """
-    order = np.argsort(s, kind="stable")
-    y, s, w = y[order], s[order], w[:, order]
-    _, start = np.unique(s, return_index=True)  # tie blocks of equal scores
-    block = np.repeat(np.arange(len(start)), np.diff(np.append(start, len(s))))
-    wneg = w * (y == 0)
-    wpos = w * (y == 1)
-    neg_block = np.zeros((w.shape[0], len(start)))
-    np.add.at(neg_block.T, block, wneg.T)
-    below = np.cumsum(neg_block, axis=1) - neg_block  # negative weight strictly below each block
-    credit = below[:, block] + 0.5 * neg_block[:, block]
-    n_pos, n_neg = wpos.sum(1), wneg.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_pos > 0) & (n_neg > 0), (wpos * credit).sum(1) / (n_pos * n_neg), np.nan)
 
 
 def _percentile_ci(values: np.ndarray, n_boot: int) -> tuple[float | None, float | None, int]:
