@@ -55,6 +55,31 @@ def _value(item: dict[str, Any], tag: str) -> Any:
     return values[0]
 
 
+def _qido_page(r: httpx.Response, path: str) -> list[dict[str, Any]]:
+    """A QIDO-RS answer checked against PS3.18 F.2: an array of objects, each tag an object with a list ``Value``.
+
+    Anything else (found by fuzz/fuzz_dicomweb.py: not JSON, a bare number, a tag that is a string,
+    a count that is not an integer) is the server's fault, so it is DicomWebUnavailable, not a crash.
+    """
+    def bad(why: str) -> DicomWebUnavailable:
+        return DicomWebUnavailable(f"QIDO-RS {path} answered {why}; expected a DICOM JSON array (PS3.18 F.2); check the server")
+
+    try:
+        page = r.json()
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad(f"with a body that is not JSON ({type(exc).__name__})") from None
+    if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
+        raise bad(f"with a JSON {type(page).__name__} that is not an array of objects")
+    for item in page:
+        for tag, element in item.items():
+            if not isinstance(element, dict) or not isinstance(element.get("Value", []), list):
+                raise bad(f"with tag {str(tag)[:16]!r} that is not an object with a list Value")
+        count = _value(item, TAG_N_INSTANCES)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise bad(f"with NumberOfStudyRelatedInstances {str(count)[:32]!r}, not a count")
+    return page
+
+
 def split_multipart(body: bytes, content_type: str) -> list[bytes]:
     """The parts of a ``multipart/related`` WADO-RS answer (each an ``application/dicom`` file)."""
     boundary = next(
@@ -122,7 +147,7 @@ class DicomWebSync:
             r = self._get(
                 path, "application/dicom+json", {**params, "limit": self.page_size, "offset": offset}
             )
-            page = r.json() if r.status_code != 204 and r.content else []
+            page = _qido_page(r, path) if r.status_code != 204 and r.content else []
             out.extend(page)
             if len(page) < self.page_size:
                 return out

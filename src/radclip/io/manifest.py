@@ -49,7 +49,11 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path} (set RADCLIP_DATA_ROOT to the folder holding cxr/manifest.csv, or pass --manifest)")
     # keep_default_na=False: only truly blank cells are missing, so a report saying "None" stays text.
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:  # found by fuzz/fuzz_manifest.py
+        raise ManifestError(f"{path}: not a readable CSV ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+                            f"save it as UTF-8 CSV with a header row. {SCHEMA_HELP}") from None  # fmt: skip
     return validate_manifest(frame, origin=str(path))
 
 
