@@ -95,6 +95,10 @@ def load_dicom(source: Path | bytes, *, max_pixels: int, name: str, force: bool 
         raise CorruptImageError(
             f"{name}: the grey-level tags (rescale, window, VOI LUT) cannot be applied ({exc}); "
             "fix or remove them, or re-export the image") from None
+    if not np.isfinite(pixels).all():  # e.g. RescaleSlope 1e308 overflows float32 (found by the HTTP mutation test)
+        raise CorruptImageError(
+            f"{name}: the grey-level tags give values that are not finite (RescaleSlope={ds.get('RescaleSlope')!s:.24}, "
+            f"RescaleIntercept={ds.get('RescaleIntercept')!s:.24}); fix or remove them, or re-export the image")
     meta = meta_from_dataset(ds, photometric=photometric, windowing=windowing, shape=pixels.shape)
     if guessed_syntax:
         meta.extra["notes"].append(f"no file meta header; transfer syntax taken as {guessed_syntax}")
