@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run one atheris harness from fuzz/: scripts/fuzz.sh HARNESS [--runs N] [--seconds S] [-- extra libFuzzer flags]
-# HARNESS is load_image, fhir, upload, labeller, manifest or dicomweb. Seeds come from fuzz/make_seeds.py;
-# new corpus entries go to fuzz/corpus/HARNESS, crashers to fuzz/crashes/HARNESS. Each input is bounded
-# in time (-timeout, seconds) and the process in memory (-rss_limit_mb, -malloc_limit_mb).
+# HARNESS is load_image, fhir, upload, labeller, manifest or dicomweb. Seeds come from fuzz/make_seeds.py, and
+# fuzz/HARNESS.dict, where there is one, is passed as -dict. New corpus entries go to fuzz/corpus/HARNESS,
+# crashers to fuzz/crashes/HARNESS. Each input is bounded in time (-timeout, seconds) and the process in
+# memory (-rss_limit_mb, -malloc_limit_mb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() { echo "usage: scripts/fuzz.sh HARNESS [--runs N] [--seconds S] [--timeout S] [--rss-mb MB] [-- libFuzzer flags]" >&2; exit 2; }
@@ -29,5 +30,6 @@ mkdir -p "$corpus" "$crashes"
 flags=(-runs="$runs" -timeout="$timeout" -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb" -max_len=65536
        -print_final_stats=1 -artifact_prefix="$crashes/")
 [ "$seconds" -gt 0 ] && flags+=(-max_total_time="$seconds")
+[ -f "fuzz/${harness}.dict" ] && flags+=(-dict="fuzz/${harness}.dict")  # tokens byte mutation rarely builds
 export PYTHONPATH=src:fuzz HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$PYTHON" "fuzz/fuzz_${harness}.py" "${flags[@]}" "$@" "$corpus"
