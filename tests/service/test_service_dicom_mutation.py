@@ -233,6 +233,7 @@ def test_mutated_dicoms_never_get_a_5xx_or_a_dropped_connection(live_server) -> 
                     and body["detail"]
                     and body["fix"]
                 ), name
+        print(f"statuses of {N_MUTANTS} mutants: {dict(sorted(statuses.items()))}")  # shown with pytest -s
         alive = client.get("/healthz")
         valid = client.post("/api/v1/screen", content=_valid(), headers={"content-type": "application/dicom"})
     assert not failures, (
