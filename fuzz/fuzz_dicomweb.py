@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import contract
+import harness_contract as contract
 import httpx
 
 from radclip.integrations.dicomweb_sync import DicomWebSync, DicomWebUnavailable

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contract
+import harness_contract as contract
 
 from radclip.integrations.fhir_context import PatientStudyContext
 from radclip.io.contract import ImageMeta

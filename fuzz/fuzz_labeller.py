@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import contract
+import harness_contract as contract
 
 from radclip.io.labeller import REPORT_LABELS, label_report
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contract  # noqa: F401  (puts src/ on the path)
+import harness_contract as contract  # noqa: F401  (puts src/ on the path)
 
 from radclip.io.contract import LoadedImage
 from radclip.io.loader import load_image

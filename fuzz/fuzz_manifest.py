@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import contract
+import harness_contract as contract
 
 from radclip.io.manifest import ManifestError, read_manifest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import contract
+import harness_contract as contract
 from starlette.requests import Request
 
 from radclip.service.uploads import Upload, read_image_upload

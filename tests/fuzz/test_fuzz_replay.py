@@ -1,4 +1,4 @@
-"""Replay every committed fuzz crasher through its harness's contract (fuzz/contract.py), without atheris.
+"""Replay every committed fuzz crasher through its harness's contract (fuzz/harness_contract.py), without atheris.
 
 Each file in ``fuzz/regressions/<harness>/`` is a minimised input that broke the contract before
 its fix (its name says what it raised). The harness must now give a result or a documented 4xx
