@@ -15,7 +15,10 @@ _BODY = {"content": b"", "ctype": "application/dicom+json"}
 
 
 def _answer(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, content=_BODY["content"], headers={"content-type": _BODY["ctype"]})
+    # Bytes, as on the wire: a header that is not ASCII reaches the parser latin-1 decoded, as from a real server.
+    return httpx.Response(
+        200, content=_BODY["content"], headers=[(b"content-type", _BODY["ctype"].encode("latin-1"))]
+    )
 
 
 # One client for the whole run: the state database is opened once, as in a long `pacs sync --watch`.
