@@ -27,6 +27,7 @@ from radclip.service.auth import (
     check_exposure,
 )
 from radclip.service.contract import document_contract
+from radclip.service.database_health import install_database_handler
 from radclip.service.model_ops import build_model_ops
 from radclip.service.problems import install_problem_handlers, problem_response
 from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         redoc_url=None,
     )
     install_problem_handlers(app)
+    install_database_handler(app)
     from radclip.service.uploads import BodyLimit
 
     app.add_middleware(AuditMiddleware)  # innermost: sees the matched route and the principal
