@@ -59,6 +59,11 @@ def test_sigkill_during_index_build_and_ingest_loses_and_duplicates_nothing(
         # 1. Killed while the start-up build embeds the corpus.
         svc.start()
         caught = svc.readyz()["index"]
+        for _ in range(300):  # up to ~30 s: kill once the build has embedded some of the corpus, not before
+            if caught["state"] != "warming" or caught["done"] > 0:
+                break
+            threading.Event().wait(0.1)
+            caught = svc.readyz()["index"]
         svc.kill()
         print(f"killed during the index build at {caught['state']} {caught['done']}/{caught['total']}")
         svc.start()
