@@ -219,6 +219,7 @@ class StudyIndex:
                               live=outcome.index.live)  # fmt: skip
         if outcome.index is not None:
             reason = "metadata count differs from the index"
+        records = self._with_added_rows(key, records)
         log.info("building index %s (%s)", key.slug, reason)
         kept, vecs, failed = self._embed(list(records), progress, cancel)
         with self._sessions.begin() as s:
@@ -230,6 +231,22 @@ class StudyIndex:
         with self._lock:
             self.key, self.index = key, index
         return OpenReport(key, False, reason, len(kept), failed, time.perf_counter() - t0, index.kind, index.live)
+
+    def _with_added_rows(self, key: IndexKey, records: Sequence[StudyRecord]) -> list[StudyRecord]:
+        """``records`` plus the images added to this index since (ingest, PACS) whose files still exist.
+
+        A rebuild deletes the key's rows; without this, a crash between an ingest's row insert and its
+        index save (counts differ on restart) rebuilt from the corpus alone and lost every ingested image.
+        """
+        listed = {r.image_key for r in records}
+        with self._sessions() as s:
+            rows = s.scalars(select(db.IndexItem).where(db.IndexItem.index_key == key.slug).order_by(db.IndexItem.id)).all()
+        added = [StudyRecord(study_id=r.study_id, image_path=r.image_path, patient_id=r.patient_id, view=r.view,
+                             study_date=r.study_date, findings=r.findings, source=r.source, instance_id=r.instance_id)
+                 for r in rows if r.instance_id not in listed and Path(r.image_path).is_file()]  # fmt: skip
+        if added:
+            log.info("index %s: keeping %d image(s) added after the corpus listing", key.slug, len(added))
+        return [*records, *added]
 
     def _require(self) -> tuple[IndexKey, VectorIndex]:
         if self.index is None or self.key is None:

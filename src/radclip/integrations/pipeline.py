@@ -2,8 +2,8 @@
 
 :class:`ModelPipeline` runs one decoded image through triage, the image-text model and the
 zero-shot screener, builds the FHIR report Bundle, and adds the image to the retrieval
-index (as a header-free PNG under ``image_dir``, with a pseudonymised patient id and the
-DICOM StudyInstanceUID as study id). :func:`build_pipeline` loads every component from the
+index (as a header-free PNG under ``image_dir``, with a pseudonymised patient id): one record
+per image, keyed by its SOP Instance UID and grouped by the StudyInstanceUID as study id. :func:`build_pipeline` loads every component from the
 settings, the way the service's lifespan does, for the ``radclip pacs`` commands. The
 service's ``/screen`` route could reuse :meth:`ModelPipeline.findings_for`.
 """
@@ -11,6 +11,8 @@ service's ``/screen`` route could reuse :meth:`ModelPipeline.findings_for`.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,11 @@ from radclip.io.contract import ImageMeta, LoadedImage, to_contract_tensor
 
 log = logging.getLogger(__name__)
 PACS_INDEX_SNAPSHOT = "pacs-ingest"  # the index key snapshot that PACS-ingested studies live under
+
+
+def _safe_name(uid: str) -> str:
+    """A file name from a DICOM UID (digits and dots); anything else in a malformed one becomes ``_``."""
+    return re.sub(r"[^0-9A-Za-z.\-]", "_", uid)[:200]
 
 
 @dataclass
@@ -117,11 +124,15 @@ class ModelPipeline:
         index = self.parts.index
         if index is None or not ctx.study_instance_uid:
             return False
+        # One record per image (SOP Instance UID), grouped by study: the PA and the lateral are two.
+        instance = ctx.sop_instance_uid or ctx.study_instance_uid
         self.image_dir.mkdir(parents=True, exist_ok=True)
-        path = self.image_dir / f"{ctx.study_instance_uid}.png"  # pixels only: no DICOM header, no names
-        Image.fromarray(np.round(clip_input[0] * 255).astype(np.uint8), mode="L").save(path)
+        path = self.image_dir / f"{_safe_name(instance)}.png"  # pixels only: no DICOM header, no names
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # a crash never leaves half a PNG
+        Image.fromarray(np.round(clip_input[0] * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+        tmp.replace(path)
         record = StudyRecord(study_id=ctx.study_instance_uid, image_path=str(path), patient_id=patient_ref, view=ctx.view,
-                             study_date=ctx.study_date, findings=summary, source="pacs")  # fmt: skip
+                             study_date=ctx.study_date, findings=summary, source="pacs", instance_id=instance)  # fmt: skip
         return index.add_studies([record]) == 1
 
     def process(self, loaded: LoadedImage, source_ref: str) -> ProcessedStudy:

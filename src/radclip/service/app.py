@@ -18,8 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from radclip import __version__
 from radclip.service.audit_middleware import AuditMiddleware
-from radclip.service.auth import AccessControl, RateLimited, authorize, check_exposure
+from radclip.service.auth import (
+    AccessControl,
+    AuthBeforeBody,
+    AuthRefused,
+    RateLimited,
+    authorize,
+    check_exposure,
+)
 from radclip.service.contract import document_contract
+from radclip.service.database_health import install_database_handler
 from radclip.service.model_ops import build_model_ops
 from radclip.service.problems import install_problem_handlers, problem_response
 from radclip.service.roles import AUTHENTICATED, PUBLIC, rule_for
@@ -93,10 +101,12 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         redoc_url=None,
     )
     install_problem_handlers(app)
+    install_database_handler(app)
     from radclip.service.uploads import BodyLimit
 
     app.add_middleware(AuditMiddleware)  # innermost: sees the matched route and the principal
     install_access(app, settings)
+    app.add_middleware(AuthBeforeBody)  # key and role checked before the body is read, not after it is parsed
     app.add_middleware(BodyLimit)  # every body is counted while it streams, before anything parses it
     app.add_middleware(RequestMetrics)
     from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
@@ -116,6 +126,15 @@ def install_access(app: FastAPI, settings: Settings) -> None:
     async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
         response = problem_response(exc.status, exc.title, exc.detail, exc.fix, exc.kind)
         response.headers["Retry-After"] = exc.retry_after
+        return response
+
+    @app.exception_handler(AuthRefused)
+    async def _refused(request: Request, exc: AuthRefused) -> JSONResponse:
+        if isinstance(exc.problem, RateLimited):
+            return await _limited(request, exc.problem)
+        p = exc.problem
+        response = problem_response(p.status, p.title, p.detail, p.fix, p.kind, **p.extra)
+        response.headers.update(p.headers)
         return response
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

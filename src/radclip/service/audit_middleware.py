@@ -37,7 +37,8 @@ def _unavailable() -> tuple[Message, Message]:
                        "detail": "the access could not be recorded in the audit trail, so it was refused",
                        "fix": "retry; if it persists, an operator should check the database (see the server log)"}).encode()  # fmt: skip
     start = {"type": "http.response.start", "status": 503,
-             "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]}  # fmt: skip
+             "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+                         (b"retry-after", b"5")]}  # fmt: skip
     return start, {"type": "http.response.body", "body": body}
 
 

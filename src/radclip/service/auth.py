@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from radclip.engine.audit import AuditTrail
 from radclip.engine.keys import KeyStore, Principal
@@ -23,6 +25,8 @@ from radclip.settings import Settings, parse_rate_limits
 
 log = logging.getLogger(__name__)
 PRINCIPAL = "radclip.principal"  # scope key: the authenticated principal, read by the audit middleware
+# scope key: ``authorize`` passed; a second call (the body gate, then the dependency) is a no-op
+AUTHORIZED = "radclip.authorized"
 BOOTSTRAP = Principal("bootstrap", "admin")
 LOCAL = Principal("local", "admin")
 CREATE_HINT = "create one with `radclip keys create --name NAME --role reader|ingest|admin`"
@@ -168,9 +172,12 @@ def presented_key(request: Request) -> str:
 
 def authorize(request: Request) -> None:
     """The route's role (from ``roles.RULES``) against the caller's; 401, 403 or 429 as problem+json."""
+    if request.scope.get(AUTHORIZED):
+        return
     route = request.scope.get("route")
     required = rule_for(request.method, getattr(route, "path", request.url.path)).role
     if required == PUBLIC:
+        request.scope[AUTHORIZED] = True
         return
     access: AccessControl = request.app.state.radclip_access
     principal = access.authenticate(
@@ -185,3 +192,38 @@ def authorize(request: Request) -> None:
         wait = access.limiter.take(principal.name, principal.role)
         if wait > 0:
             raise RateLimited(wait, principal.name)
+    request.scope[AUTHORIZED] = True
+
+
+class AuthRefused(StarletteHTTPException):
+    """A refusal raised while FastAPI reads the body; it turns any non-HTTP exception there into a bare 400."""
+
+    def __init__(self, problem: ProblemError) -> None:
+        super().__init__(problem.status, problem.detail)
+        self.problem = problem
+
+
+class AuthBeforeBody:
+    """Run ``authorize`` on the first read of a request body, so a refused caller's body is never read.
+
+    FastAPI reads and parses a JSON body before it runs any dependency, ``authorize`` included; the
+    router has already matched the route (``scope["route"]``) by the time the body is read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def gated() -> Message:
+            if not scope.get(AUTHORIZED):
+                try:
+                    authorize(Request(scope))
+                except ProblemError as exc:
+                    raise AuthRefused(exc) from None
+            return await receive()
+
+        await self.app(scope, gated, send)

@@ -149,7 +149,11 @@ class ServiceState:
         if self.clip is not None:
             out["clip"] = self.clip.version_info()
         if self.registry is not None:
-            out["registry"] = {"version": registry_version or self.registry.state_token()}
+            try:
+                out["registry"] = {"version": registry_version or self.registry.state_token()}
+            except Exception as exc:  # database down: /readyz must still answer and say so
+                log.warning("registry version unavailable: %s", type(exc).__name__)
+                out["registry"] = {"version": None, "unavailable": True}
         return out
 
     def readiness(self) -> dict[str, Any]:
