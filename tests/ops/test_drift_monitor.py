@@ -96,3 +96,17 @@ def test_missing_reference_or_bad_embedding_exports_no_value_and_never_raises() 
     assert not monitor.active and monitor.status()["state"] == "unavailable"
     assert "ValueError" in monitor.status()["reason"]
     monitor.observe(np.ones(8))  # and stays off quietly
+
+
+def test_shipped_reference_matches_the_shipped_image_text_weights() -> None:
+    from radclip.engine.drift_reference import drift_reference_path
+    from radclip.models.registry import find_card
+
+    card, card_file = find_card("radclip-medclip-mini")
+    path = drift_reference_path(card_file, card.name)
+    ref = load_drift_reference(
+        path, card.weights_sha256
+    )  # raises, naming the command, after a weights change
+    assert (
+        ref.n == 350 and ref.sources == "nih:300,covid:50" and ref.mean.shape == (card.config["embed_dim"],)
+    )
