@@ -110,3 +110,40 @@ def test_shipped_reference_matches_the_shipped_image_text_weights() -> None:
     assert (
         ref.n == 350 and ref.sources == "nih:300,covid:50" and ref.mean.shape == (card.config["embed_dim"],)
     )
+
+
+def test_command_fits_the_train_sample_only_and_writes_a_loadable_reference(
+    tmp_path: Path, tiny_clip: Path
+) -> None:
+    from tests.service.conftest import write_png
+
+    from radclip.cli import main
+    from radclip.engine.drift_reference import embed_paths
+    from radclip.engine.encoders import default_image_embedder
+    from radclip.models.registry import find_card
+
+    rows = ["path,source,split"]
+    for i in range(24):
+        write_png(tmp_path / "img" / f"tr{i}.png", seed=i)
+        rows.append(f"img/tr{i}.png,nih,train")
+    rows += ["img/missing-test.png,nih,test", "img/missing-val.png,nih,val"]  # never opened: train rows only
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ref.drift.safetensors"
+    argv = [
+        "monitor",
+        "drift-reference",
+        "--model",
+        str(tiny_clip),
+        "--manifest",
+        str(tmp_path / "manifest.csv"),
+    ]
+    assert main([*argv, "--sample", "nih:22", "--out", str(out)]) == 0
+    card, _ = find_card(tiny_clip)
+    ref = load_drift_reference(out, card.weights_sha256)
+    picked = sample_train_paths(tmp_path / "manifest.csv", {"nih": 22})
+    embs = embed_paths(default_image_embedder(str(tiny_clip)), [tmp_path / p for p in picked])
+    np.testing.assert_allclose(ref.mean, fit_drift_reference(embs, SHA, "", "").mean, atol=1e-6)
+    assert ref.n == 22 and ref.sources == "nih:22" and ref.data_snapshot.startswith("sha256:")
+    assert (
+        main([*argv, "--sample", "nih:5", "--out", str(tmp_path / "small.safetensors")]) == 1
+    )  # below 20 images
