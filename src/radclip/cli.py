@@ -35,11 +35,13 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("keys",), "keys"),
     (("audit",), "audit"),
     (("models",), "models"),
+    (("monitor", "drift-reference"), "monitor_drift"),
 ]
 
 GROUP_HELP = {
     "train": "train the shipped models (triage network, image-text model)",
     "eval": "evaluate a model on a manifest and write a JSON report",
+    "monitor": "monitoring artefacts shipped with a model (the embedding-drift reference)",
 }
 
 

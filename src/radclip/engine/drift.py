@@ -79,6 +79,9 @@ class RollingDrift:
         self.window = window
         self._recent: deque[np.ndarray] = deque(maxlen=window)
 
+    def __len__(self) -> int:
+        return len(self._recent)
+
     def update(self, embedding: np.ndarray) -> WindowReport | None:
         self._recent.append(np.asarray(embedding, dtype=np.float64).ravel())
         if len(self._recent) < self.window:

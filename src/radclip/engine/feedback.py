@@ -39,6 +39,10 @@ class StudyLabels:
     names: list[str]
     labels: np.ndarray
 
+    def as_mapping(self) -> dict[str, dict[str, float]]:
+        """``{study_key: {finding: 1.0 | 0.0 | nan}}``."""
+        return {k: dict(zip(self.names, map(float, row), strict=True)) for k, row in zip(self.study_keys, self.labels, strict=True)}
+
 
 class FeedbackStore:
     def __init__(self, engine: Engine) -> None:

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import DateTime, String, Text, UniqueConstraint, select
+from sqlalchemy import DateTime, String, Text, UniqueConstraint, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
@@ -76,3 +76,11 @@ class PredictionLog:
         with self._session() as s:
             return [Prediction(r.study_key, r.model_name, r.model_version, r.role, json.loads(r.scores))
                     for r in s.scalars(q).all()]  # fmt: skip
+
+    def recent(self, n_studies: int) -> list[Prediction]:
+        """Every prediction of the ``n_studies`` most recently logged studies, in log order."""
+        newest = func.max(ServedPrediction.id)
+        q = select(ServedPrediction.study_key).group_by(ServedPrediction.study_key).order_by(newest.desc()).limit(n_studies)
+        with self._session() as s:
+            keys = list(s.scalars(q).all())
+        return self.for_studies(keys) if keys else []

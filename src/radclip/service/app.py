@@ -112,8 +112,9 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     from radclip.service.routers import access, conditions, health, retrieve, screen, studies, triage, web
     from radclip.service.routers import feedback as feedback_router
     from radclip.service.routers import models as model_admin
+    from radclip.service.routers import review as review_queue
 
-    for module in (health, triage, screen, retrieve, conditions, web, studies, access, model_admin, feedback_router):
+    for module in (health, triage, screen, retrieve, conditions, web, studies, access, model_admin, feedback_router, review_queue):
         app.include_router(module.router, dependencies=[Depends(authorize)])
     annotate_roles(app)
     return app

@@ -54,6 +54,7 @@ class ServiceState:
     image_batcher: Any | None = None  # radclip.runtime.batcher.MicroBatcher for image embeddings
     screen_graph: Any | None = None  # radclip.runtime.onnx_backend.OnnxScreenRunner: triage + embedding in one pass
     screen_batcher: Any | None = None  # MicroBatcher over screen_graph
+    drift: Any | None = None  # radclip.lifecycle.drift_monitor.DriftMonitor, fed by both image batchers
     warmup: IndexWarmup = field(default_factory=IndexWarmup)
     load_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -167,6 +168,7 @@ class ServiceState:
             "index": self.warmup.to_dict(),
             "screen_path": "fused" if self.screen_graph is not None else "separate",
             "text_cache": cache,
+            "drift": self.drift.status() if self.drift is not None else {"state": "unavailable", "reason": "the image-text model is not loaded"},
             "load_errors": self.load_errors,
         }
 
@@ -203,10 +205,37 @@ def _load_engine(state: ServiceState) -> None:
         state.screener.set_reference(reference.distribution)
     state.index = StudyIndex(clip, database=state.registry.engine, root=s.home / "index", load_fn=default_load_fn(clip.input_size))
     state.retriever = Retriever(state.index, text_embedder=state.text, image_embedder=clip)
+    from radclip.lifecycle.drift_monitor import build_drift_monitor
+
+    state.drift = build_drift_monitor(s.clip_model, clip.card, state.metrics.registry)
     state.image_batcher = MicroBatcher(
-        lambda items: list(clip.encode_images(np.stack(items))), BatcherConfig(max_batch=16),
+        lambda items: _encode_batch(state, items), BatcherConfig(max_batch=16),
         name="radclip-image-batcher", on_batch=lambda n: state.metrics.batch_size.labels("clip-image").observe(n),
     )
+
+
+def _encode_batch(state: ServiceState, items: list[np.ndarray]) -> list[np.ndarray]:
+    """The image batcher's work: encode, then observe the encoding latency and feed the drift monitor."""
+    start = time.perf_counter()
+    embeddings = np.asarray(state.clip.encode_images(np.stack(items)))  # type: ignore[union-attr]
+    _observe_images(state, state.clip.backend, time.perf_counter() - start, embeddings)  # type: ignore[union-attr]
+    return list(embeddings)
+
+
+def _screen_batch(state: ServiceState, graph: Any, items: list[np.ndarray]) -> list[Any]:
+    """The fused /screen batcher's work: triage + embedding in one pass, observed like ``_encode_batch``."""
+    start = time.perf_counter()
+    out = graph.run_batch(np.stack(items))
+    _observe_images(state, f"{graph.backend}-fused", time.perf_counter() - start, np.stack([e for _, e in out]))
+    return out
+
+
+def _observe_images(state: ServiceState, backend: str, seconds: float, embeddings: np.ndarray) -> None:
+    # Each image waited for the whole batch call, so each counts it: the histogram is per-request encoding latency.
+    for _ in range(len(embeddings)):
+        state.metrics.inference.labels("clip-image", backend).observe(seconds)
+    if state.drift is not None:
+        state.drift.observe(embeddings)
 
 
 def _load_shipped(state: ServiceState, kind: str, model: str, card: Any) -> Any | None:
@@ -259,7 +288,7 @@ def build_state(settings: Settings) -> ServiceState:
             from radclip.runtime.batcher import BatcherConfig, MicroBatcher
 
             state.screen_batcher = MicroBatcher(
-                lambda items: graph.run_batch(np.stack(items)), BatcherConfig(max_batch=16), name="radclip-screen-batcher",
+                lambda items: _screen_batch(state, graph, items), BatcherConfig(max_batch=16), name="radclip-screen-batcher",
                 on_batch=lambda n: state.metrics.batch_size.labels("screen").observe(n),
             )  # fmt: skip
         log.info("/screen path: %s", "one fused graph over the shared trunk" if graph is not None else "two graphs")
