@@ -138,3 +138,23 @@ def test_screener_output_puts_a_low_calibrated_probability_above_a_high_similari
     assert by["rare"].confidence > 0.99 > 0.1 > by["common"].confidence
     assert [f.name for f in res.findings] == ["common", "rare"] and UNCALIBRATED_NOTE in by["rare"].notes
     assert any("ranked after the calibrated ones" in c for c in res.caveats)
+
+
+def test_an_image_blind_fit_is_withheld_not_shown_as_a_finding() -> None:
+    """A slope-0 (base-rate) fit gives every image the same number: the finding is suppressed with the reason."""
+    conds = l2_normalise(np.eye(3, 4, dtype=np.float32))
+    fits = {"blind": LogisticCalibration(0.0, float(np.log(0.72 / 0.28)), 361, 143),
+            "good": LogisticCalibration(8.0, -2.0, 20, 200)}  # fmt: skip
+    screener = Screener(StaticConditions(["blind", "good", "plain"], ["other"] * 3, conds), rules=[], calibrations=fits)
+    imgs = l2_normalise(np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32))
+    results = screener.screen_batch(imgs, [None] * 5)
+    blind_conf = {round(next(f for f in r.findings if f.name == "blind").confidence, 4) for r in results}
+    assert blind_conf == {0.72}  # the same for every image: why it is withheld
+    for r in results:
+        assert [f.name for f in r.findings][-1] == "blind"  # suppressed findings rank last
+        blind = r.findings[-1]
+        assert blind.suppressed and "image_blind_calibration" in blind.notes
+        note = next(n for n in r.rules if n.condition == "blind")
+        assert note.action == "suppressed" and "ranked it backwards" in note.reason and "72%" in note.reason
+        assert not any(f.suppressed for f in r.findings if f.name != "blind")
+        assert "blind" not in [f.name for f in r.top(3)]

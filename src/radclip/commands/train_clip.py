@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fine-tune the last N image-trunk blocks over cached earlier maps",
     )
     parser.add_argument(
-        "--sources", default="nih,iu,covid", help="comma-separated training sources from nih, iu, covid"
+        "--sources",
+        default="nih,iu,covid",
+        help="comma-separated training sources from nih, iu, covid, kermany (opt-in: then Kermany is not zero-shot)",
     )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="0 = images // batch size")

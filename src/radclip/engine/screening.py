@@ -64,6 +64,24 @@ def rank_findings(findings: list[Finding]) -> list[str]:
             f"their confidence is a similarity score, not a probability ({UNCALIBRATED_NOTE})"]  # fmt: skip
 
 
+IMAGE_BLIND_RULE = "image_blind_calibration"
+
+
+def withhold_image_blind(f: Finding) -> RuleNote:
+    """Suppress a finding whose calibration is only a base rate (its fit found a negative slope).
+
+    The model ranked the condition backwards on the validation split, so the fit fell back to the
+    split's prevalence: the same number for every image. Shown as a confidence it would read as a
+    finding (0.72 for pediatric pneumonia on every study, adults included); it is withheld instead.
+    """
+    f.suppressed = True
+    f.notes.append(IMAGE_BLIND_RULE)
+    return RuleNote(IMAGE_BLIND_RULE, f.name, "suppressed",
+                    f"{f.name} is withheld: on validation data this model ranked it backwards, so its calibration is "
+                    f"the base rate ({f.confidence:.0%}), the same for every image; it needs a model that separates it "
+                    "(docs/engine.md, shipped calibrations)", round(f.confidence, 4), round(f.confidence, 4))  # fmt: skip
+
+
 class ConditionSource(Protocol):
     def condition_matrix(self, text_version: str | None = None) -> ConditionMatrix: ...
 
@@ -206,6 +224,10 @@ class Screener:
     # -- scoring --------------------------------------------------------------------------
     def score(self, image_embs: np.ndarray) -> tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray]:
         """(matrix, cosines (N, K), confidences (N, K), calibrated mask (K,)) before rules."""
+        return self._score(image_embs)[:4]
+
+    def _score(self, image_embs: np.ndarray) -> tuple[ConditionMatrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`score` plus the image-blind mask (K,): fits with slope 0, i.e. only a base rate."""
         m, scale, bias, calibrated = self._current()
         embs = l2_normalise(np.atleast_2d(np.asarray(image_embs, np.float32)))
         if m.matrix.shape[0] and embs.shape[1] != m.matrix.shape[1]:
@@ -213,21 +235,21 @@ class Screener:
                              "image and text models must come from the same image-text model")  # fmt: skip
         cos = _cosines(embs, m.matrix)
         conf = 1.0 / (1.0 + np.exp(-np.clip(cos * scale + bias, -60, 60)))
-        return m, cos, conf.astype(np.float32), calibrated
+        return m, cos, conf.astype(np.float32), calibrated, calibrated & (scale == 0)
 
     def screen(self, image_emb: np.ndarray, context: StudyContext | None = None) -> ScreeningResult:
         return self.screen_batch(np.atleast_2d(image_emb), [context])[0]
 
     def screen_batch(self, image_embs: np.ndarray, contexts: Sequence[StudyContext | None]) -> list[ScreeningResult]:
         t0 = time.perf_counter()
-        m, cos, conf, calibrated = self.score(image_embs)
+        m, cos, conf, calibrated, blind = self._score(image_embs)
         t_score = (time.perf_counter() - t0) * 1000
         out = []
         for i, ctx in enumerate(contexts):
             t1 = time.perf_counter()
             findings = [Finding(n, c, float(cos[i, j]), float(conf[i, j]), bool(calibrated[j]))
                         for j, (n, c) in enumerate(zip(m.names, m.categories, strict=True))]  # fmt: skip
-            notes: list[RuleNote] = []
+            notes: list[RuleNote] = [withhold_image_blind(findings[j]) for j in np.flatnonzero(blind)]
             for rule in self.rules:
                 notes.extend(rule.apply(findings, ctx or StudyContext()))
             caveats = [n.reason for n in notes if n.condition is None] + rank_findings(findings)

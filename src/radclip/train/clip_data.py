@@ -8,6 +8,11 @@ Sources (names used by ``--sources``):
   (:func:`radclip.models.prompts.negated_caption`, e.g. "... there is no pleural effusion.").
 * ``iu``: IU/OpenI reports (text only), labelled by :func:`radclip.io.labeller.label_reports`;
   they join every batch as extra texts and are matched to images by label similarity.
+* ``kermany``: a seeded random sample of at most :data:`KERMANY_TRAIN_IMAGES` Kermany pediatric images
+  (pneumonia or normal, children aged 1-5). Their label vector says only what the source labels: Pneumonia
+  (the other 13 findings unknown) or a normal study (all 14 absent, no_finding present); their captions are
+  the NIH label captions said of a child (:func:`kermany_captions`). With this source the Kermany
+  evaluation is no longer zero-shot: the model card says so.
 * ``covid``: images with a clinical note in the manifest ``report`` column (covid, figure1); image and
   note share the labeller's labels of the note, and the pairs also get paired InfoNCE.
 
@@ -29,7 +34,10 @@ import numpy as np
 from radclip.io.labels import NIH_LABELS, REPORT_LABELS
 
 log = logging.getLogger(__name__)
-SOURCES = ("nih", "iu", "covid")
+SOURCES = ("nih", "iu", "covid")  # the default; "kermany" is opt-in
+KNOWN_SOURCES = (*SOURCES, "kermany")
+KERMANY_TRAIN_IMAGES = 800  # about half the NIH train images, so children do not dominate the batches
+PEDIATRIC_PREFIX = "young child: "  # training-only wording (the evaluation prompts say "in a child")
 
 
 @dataclass
@@ -135,6 +143,41 @@ def nih_captions(
     return out
 
 
+def kermany_captions(pneumonia: np.ndarray, n_caps: int, rng: random.Random) -> list[list[str]]:
+    """Per Kermany image (1 = pneumonia, 0 = normal), its sorted distinct captions, said of a child."""
+    from radclip.models.prompts import caption_for_labels
+
+    pneu = NIH_LABELS.index("Pneumonia")
+    out = []
+    for p in pneumonia:
+        row = np.zeros(len(NIH_LABELS), np.float32)
+        row[pneu] = float(p)
+        out.append(sorted({PEDIATRIC_PREFIX + caption_for_labels(row, rng=rng) for _ in range(n_caps)}))
+    return out
+
+
+def _add_kermany(
+    b: _Builder, manifest: str | Path, root: str | Path, split: str, size: int, n_caps: int, seed: int
+) -> None:
+    from radclip.io.datasets import ManifestDataset
+
+    ds = ManifestDataset(manifest, root, split=split, sources=["kermany"], size=size)
+    finding = ds.frame["finding"].astype(str).str.lower()
+    keep = [i for i, f in enumerate(finding) if f.startswith("pneumonia") or f == "no finding"]
+    rows = sorted(random.Random(f"kermany-{seed}").sample(keep, min(KERMANY_TRAIN_IMAGES, len(keep))))
+    pneumonia = np.asarray([finding.iloc[i].startswith("pneumonia") for i in rows], np.float32)
+    pneu = NIH_LABELS.index("Pneumonia")
+    for i, p, caps in zip(
+        rows, pneumonia, kermany_captions(pneumonia, n_caps, random.Random(seed)), strict=True
+    ):
+        lab = np.full(len(REPORT_LABELS), np.nan, np.float32)  # only what the source labels is known
+        if p:
+            lab[pneu], lab[len(NIH_LABELS)] = 1.0, 0.0
+        else:
+            lab[: len(NIH_LABELS)], lab[len(NIH_LABELS)] = 0.0, 1.0
+        b.add_image(ds.image(i), lab, [b.add_text(c, lab) for c in caps], paired=False)
+
+
 def _add_notes(b: _Builder, manifest: str | Path, root: str | Path, split: str, size: int) -> None:
     from radclip.io.datasets import PairDataset
     from radclip.io.labeller import label_reports
@@ -161,15 +204,17 @@ def build_sources(
     negation_captions: int = 0,
 ) -> ClipSources:
     """Read the manifest (and IU reports) into :class:`ClipSources` for ``split``."""
-    unknown = set(sources) - set(SOURCES)
+    unknown = set(sources) - set(KNOWN_SOURCES)
     if unknown:
-        raise ValueError(f"unknown training source(s) {sorted(unknown)}; choose from {SOURCES}")
+        raise ValueError(f"unknown training source(s) {sorted(unknown)}; choose from {KNOWN_SOURCES}")
     b = _Builder()
     if "nih" in sources:
         rng, neg_rng = random.Random(seed), random.Random(f"negation-{seed}")
         _add_nih(b, manifest, images_root, split, size, captions_per_image, rng, negation_captions, neg_rng)
     if "covid" in sources:
         _add_notes(b, manifest, images_root, split, size)
+    if "kermany" in sources:
+        _add_kermany(b, manifest, images_root, split, size, captions_per_image, seed)
     extra = _add_iu(iu_reports, split, b.add_text) if "iu" in sources and iu_reports is not None else []
     log.info("clip sources: %d images, %d texts (%d text-only)", len(b.images), len(b.texts), len(extra))
     return b.build(extra, size)
