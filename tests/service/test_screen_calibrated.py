@@ -115,6 +115,9 @@ def test_fresh_service_screens_the_real_dicom_with_calibrated_confidences(tmp_pa
     assert flags == sorted(flags, reverse=True)  # every calibrated finding ranks above every uncalibrated one
     assert all(("uncalibrated: similarity only" in f["notes"]) == (not f["calibrated"]) for f in findings)
     assert any("ranked after the calibrated ones" in c for c in body["caveats"])
+    blind = {n for n, fit in json.loads(cal_file.read_text())["fits"].items() if fit["scale"] == 0}
+    for f in body["findings"]:  # a base-rate fit (negative slope on val) is withheld, never shown as a finding
+        assert (f["pathology"] in blind) <= (f["suppressed"] and "image_blind_calibration" in f["notes"])
 
 
 def test_files_shipped_for_other_weights_are_refused_and_reported(
