@@ -25,6 +25,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("eval", "labeller"), "eval_labeller"),
     (("eval", "retrieval"), "eval_retrieval"),
     (("eval", "negation"), "eval_negation"),
+    (("calibrate", "triage"), "calibrate_triage"),
     (("conditions",), "conditions"),
     (("index",), "index"),
     (("serve",), "serve"),
@@ -41,6 +42,7 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
 GROUP_HELP = {
     "train": "train the shipped models (triage network, image-text model)",
     "eval": "evaluate a model on a manifest and write a JSON report",
+    "calibrate": "refit a shipped model's calibration on the validation split",
     "monitor": "monitoring artefacts shipped with a model (the embedding-drift reference)",
 }
 

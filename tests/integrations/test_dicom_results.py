@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+from integration_servers import dciodvfy_errors, dicom_variant
 
-from conftest import dciodvfy_errors, dicom_variant
 from radclip.integrations.dicom_results import NOT_FOR_DIAGNOSIS, build_results
 from radclip.integrations.fhir_provenance import ModelIdentity
 from radclip.integrations.fhir_report import ReportFinding

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import dicom_variant, start_fhir
+from integration_servers import dicom_variant, start_fhir
 
 BEFORE, DURING = 3, 4  # studies delivered before the kill, and screened while the server is down
 

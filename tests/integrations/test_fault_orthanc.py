@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import dicom_variant, send_c_store
+from integration_servers import dicom_variant, send_c_store
 
 N = 4
 

@@ -19,8 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fault_helpers import REPO, Service, png_bytes, write_corpus
-
-from conftest import free_port
+from integration_servers import free_port
 
 
 def _rows_per_study(url: str) -> dict[str, int]:

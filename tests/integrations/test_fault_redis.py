@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fault_helpers import Service, png_bytes, write_corpus
-
-from conftest import free_port
+from integration_servers import free_port
 
 KEY = "fault-test-bootstrap-key-0123456789"
 

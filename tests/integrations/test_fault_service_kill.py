@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 from fault_helpers import Service, png_bytes, write_corpus
-
-from conftest import free_port
+from integration_servers import free_port
 
 CORPUS_SIZE = 300  # big enough that the start-up build is still running when it is killed
 

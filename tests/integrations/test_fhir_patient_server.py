@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import MRN_SYSTEM, make_patient
+from integration_servers import MRN_SYSTEM, make_patient
+
 from radclip.integrations.fhir_client import FhirClient
 from radclip.integrations.fhir_context import PatientStudyContext
 from radclip.integrations.fhir_exchange import deliver, delivery_key, report_delivery

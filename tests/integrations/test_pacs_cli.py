@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import PHI_NAME, dicom_variant, make_patient, send_c_store
+from integration_servers import PHI_NAME, dicom_variant, make_patient, send_c_store
 
 
 def test_cli_sync_once_delivers_and_reports_status(tiny_models: tuple[Path, Path], orthanc: Any, fhir_server: Any, real_dicom: Path,

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from conftest import MRN_SYSTEM, PHI_NAME, dicom_variant, free_port, make_patient, send_c_store
+from integration_servers import MRN_SYSTEM, PHI_NAME, dicom_variant, free_port, make_patient, send_c_store
 
 
 def _ingest_stack(pipeline: Any, tag: str, results: list[Any] | None = None) -> tuple[Any, Any]:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import PHI_NAME, dicom_variant, free_port, make_patient, send_c_store, start_fhir
+from integration_servers import PHI_NAME, dicom_variant, free_port, make_patient, send_c_store, start_fhir
 
 
 def _stack(pipeline: Any, tag: str) -> tuple[Any, Any]:

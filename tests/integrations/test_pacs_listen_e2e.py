@@ -21,8 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
+from integration_servers import (
+    MRN_SYSTEM,
+    REPO,
+    SCU_AET,
+    dciodvfy_errors,
+    dicom_variant,
+    free_port,
+    make_patient,
+)
 
-from conftest import MRN_SYSTEM, REPO, SCU_AET, dciodvfy_errors, dicom_variant, free_port, make_patient
 from radclip.integrations.fhir_client import FhirClient
 
 
@@ -107,7 +115,11 @@ def test_storescu_to_radclip_puts_results_in_pacs_and_fhir(tiny_models: tuple[Pa
         assert len(_study_instances(orthanc, study)) == 3
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:  # graceful: the SCP stops, the delivery worker finishes its pass, the pipeline closes (seconds when idle)
+            out, _ = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"'radclip pacs listen' did not stop within 180 s of SIGINT; its log ends:\n{log.read_text()[-3000:]}")
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["received"]["processed"] == 2 and summary["received"]["dicom_results"] == 4
     assert summary["outbox"] == {"pending": 0, "delivered": 1, "failed": 0}

@@ -124,3 +124,45 @@ def test_cli_tiny_run_writes_loadable_weights_and_card(tmp_path: Path) -> None:
     assert log["steps"] == 2 and log["n_train"] == 16
     x = torch.rand(1, 1, 32, 32)
     assert model.predict(x).logits.shape == (1, 14)
+
+
+def test_sample_weights_scale_each_image_and_zero_equals_leaving_it_out() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(4, 14)
+    targets = torch.randint(0, 2, (4, 14)).float()
+    targets[1, 3] = float("nan")
+    assert masked_bce(logits, targets, sample_weight=torch.ones(4)) == pytest.approx(float(masked_bce(logits, targets)), abs=1e-6)
+    dropped = masked_bce(logits, targets, sample_weight=torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    assert float(dropped) == pytest.approx(float(masked_bce(logits[[0, 2, 3]], targets[[0, 2, 3]])), abs=1e-6)
+    # a weight of 0.5 on image 0 counts it as half an image in both the sum and the normaliser
+    w = torch.tensor([0.5, 1.0, 1.0, 1.0])
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.nan_to_num(targets), reduction="none")
+    known = ~torch.isnan(targets)
+    want = (per * known * w[:, None]).sum() / (known * w[:, None]).sum()
+    assert float(masked_bce(logits, targets, sample_weight=w)) == pytest.approx(float(want), abs=1e-6)
+
+
+def test_low_res_copies_are_found_by_original_width_and_dropped_or_down_weighted(tmp_path: Path) -> None:
+    from radclip.train.triage_trainer import (
+        TriageTrainConfig,
+        _datasets,
+        _sample_weights,
+        command_line,
+        low_res_mask,
+    )
+
+    manifest = write_synthetic_manifest(tmp_path / "data", n=8)
+    frame = pd.read_csv(manifest)
+    frame["orig_width"] = [64 if i % 4 == 0 else 1024 for i in range(len(frame))]
+    frame.loc[1, "orig_width"] = np.nan  # unknown width counts as full resolution
+    frame.to_csv(manifest, index=False)
+    assert low_res_mask(frame, 64).tolist() == [i % 4 == 0 for i in range(len(frame))]
+    assert not low_res_mask(frame.drop(columns="orig_width"), 64).any()
+    keep_all, _ = _datasets(TriageTrainConfig(out_dir=tmp_path, manifest=manifest, size=32))
+    dropped, _ = _datasets(TriageTrainConfig(out_dir=tmp_path, manifest=manifest, size=32, low_res_weight=0.0))
+    assert len(keep_all) == 8 and len(dropped) == 6  # train rows 0 and 4 are the 64 px copies
+    cfg = TriageTrainConfig(out_dir=tmp_path, manifest=manifest, low_res_weight=0.3, channels_last=True)
+    weights = _sample_weights(cfg, keep_all.dataset.frame)
+    assert weights is not None and weights["train_0"] == 0.3 and weights["train_1"] == 1.0
+    assert _sample_weights(TriageTrainConfig(out_dir=tmp_path), keep_all.dataset.frame) is None
+    assert "--low-res-weight 0.3" in command_line(cfg) and "--channels-last" in command_line(cfg)

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bboxes", type=Path, default=None, help="bboxes.csv: adds pointing game and IoU of the thresholded CAM")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     parser.add_argument("--out", type=Path, required=True, help="report JSON")
-    parser.add_argument("--reliability-png", type=Path, default=None, help="also write a reliability diagram (uncalibrated vs temperature-scaled)")
+    parser.add_argument("--reliability-png", type=Path, default=None, help="also write a reliability diagram (uncalibrated vs the card's calibration)")
     parser.add_argument("--update-card", action="store_true", help="also store the report's numbers in the model card's metrics")
 
 

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from radclip.eval.calibration import calibrated_probs, temperatures_from_card
+    from radclip.eval.calibration import calibrated_probs, calibration_from_card
     from radclip.explain.cam import class_activation_maps, normalize_maps, upsample_maps
     from radclip.explain.gradcam import GradCAM
     from radclip.explain.overlay import save_overlay_png
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     model, card = load_triage_model(args.model)
     contract, x = image_to_model_input(load_pixels(args.image), card.preprocessing)
     out = model.predict(x)
-    probs = calibrated_probs(out.logits.float().numpy(), temperatures_from_card(card))[0]
+    probs = calibrated_probs(out.logits.float().numpy(), calibration_from_card(card))[0]
     if args.label:
         bad = [lab for lab in args.label if lab not in card.labels]
         if bad:

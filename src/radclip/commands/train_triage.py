@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off, e.g. 0.98)")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the classifier")
     parser.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of ImageNet")
+    parser.add_argument("--low-res-weight", type=float, default=1.0, help="loss weight of the 64 px NIH copies (orig_width <= 64): 1 keeps, 0 drops, between down-weights")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPU; same numbers up to float rounding)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         sources=sources, size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
         weight_decay=args.weight_decay, pos_weight=args.pos_weight, max_steps=args.max_steps, seed=args.seed, num_workers=args.num_workers,
         augment=args.augment, hflip=args.hflip, ema_decay=args.ema, pretrained=not args.no_pretrained, drop_rate=args.drop_rate,
-        progress=not args.no_progress,
+        progress=not args.no_progress, low_res_weight=args.low_res_weight, channels_last=args.channels_last,
     )
     log = train_triage(cfg)
     summary = {"best_epoch": log.get("best_epoch"), "train_seconds": log["train_seconds"], "epochs": log["epochs"], "out": str(args.out)}

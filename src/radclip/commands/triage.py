@@ -22,7 +22,7 @@ def triage_image(path: Path, model_name: str | None = None) -> dict[str, Any]:
 
     import numpy as np
 
-    from radclip.eval.calibration import calibrated_probs, temperatures_from_card
+    from radclip.eval.calibration import calibrated_probs, calibration_from_card
     from radclip.io.datasets import load_pixels
     from radclip.models.confidence import confidence_band
     from radclip.models.preprocess import image_to_model_input
@@ -35,8 +35,8 @@ def triage_image(path: Path, model_name: str | None = None) -> dict[str, Any]:
     out = model.predict(x)
     ms = (time.perf_counter() - t0) * 1000
     logits = out.logits.float().numpy()
-    temps = temperatures_from_card(card)
-    probs = calibrated_probs(logits, temps)[0]
+    calibration = calibration_from_card(card)
+    probs = calibrated_probs(logits, calibration)[0]
     counts = (card.calibration or {}).get("val_bin_counts")
     findings = []
     for k, label in enumerate(card.labels):
@@ -47,7 +47,7 @@ def triage_image(path: Path, model_name: str | None = None) -> dict[str, Any]:
         "model": card.name,
         "model_version": card.version,
         "weights_sha256": card.weights_sha256,
-        "calibrated": temps is not None,
+        "calibrated": calibration is not None,
         "inference_ms": round(ms, 1),
         "findings": findings,
     }

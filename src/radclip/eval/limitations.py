@@ -43,7 +43,7 @@ def limitations(report: dict[str, Any]) -> list[dict[str, str]]:
          + (f"The embedding map shows source clusters dominating for: {', '.join(dominated)}; a model may partly recognise the source instead of the finding."
             if dominated else "The embedding map did not show source clusters dominating pathology clusters by our criterion, but the test has little power.")),
         ("Scope", "The models are research prototypes trained on the same small public data; they are not cleared medical devices and must not be used for "
-         "diagnosis. " + ("Calibration (the card's temperature scaling) was fitted on the validation split of the same sources, not on the deployment population."
-                     if calibrated else "The triage card carries no temperature calibration: probabilities are uncalibrated.")),
+         "diagnosis. " + ("Calibration (the card's per-label temperature and intercept) was fitted on the validation split of the same sources, not on the deployment population."
+                     if calibrated else "The triage card carries no calibration: probabilities are uncalibrated.")),
     ]
     return [{"topic": t, "text": x} for t, x in items]

@@ -26,7 +26,7 @@ def performance(inputs: EvalInputs, n_boot: int, seed: int, prevalence: np.ndarr
 
     rows = inputs.nih_rows
     preds = Predictions(inputs.triage_logits[rows], inputs.labels[rows], list(inputs.frame["image_id"].iloc[rows]), list(inputs.patients[rows]))
-    tri = evaluate_predictions(preds, list(inputs.names), temperatures=inputs.triage_temperatures, n_boot=n_boot, seed=seed, prevalence=prevalence)
+    tri = evaluate_predictions(preds, list(inputs.names), calibration=inputs.triage_calibration, n_boot=n_boot, seed=seed, prevalence=prevalence)
     zs_res = per_label_auc(inputs.labels[rows], inputs.zs_scores[rows], inputs.names, groups=inputs.patients[rows], n_boot=n_boot, seed=seed)
     zs = {k: v.to_dict() for k, v in zs_res.items()}
     comparison = {}

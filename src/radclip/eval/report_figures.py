@@ -234,8 +234,8 @@ def write_figures(inputs: EvalInputs, report: dict[str, Any], category: np.ndarr
             figs[f"gallery_{group}"] = gallery(inputs, group, cases, out)
     rows = inputs.nih_rows
     curves = {"uncalibrated": calibrated_probs(inputs.triage_logits[rows], None)}
-    if inputs.triage_temperatures is not None:
-        curves["temperature-scaled"] = calibrated_probs(inputs.triage_logits[rows], inputs.triage_temperatures)
+    if inputs.triage_calibration is not None:
+        curves["calibrated"] = calibrated_probs(inputs.triage_logits[rows], inputs.triage_calibration)
     reliability_diagram(inputs.labels[rows], curves, out / "reliability.png", title=f"Triage reliability: {len(rows)} images x {len(inputs.names)} findings pooled")
     figs["reliability"] = "reliability.png"
     return {k: v for k, v in figs.items() if v}

@@ -61,8 +61,8 @@ def _performance(r: dict[str, Any]) -> str:
     tri = p["triage"]
     return (f"<h2>1. Performance</h2><p>n = {p['n_images']} labelled (NIH) images from {p['n_patients']} patients; CIs: {p['bootstrap']['n_boot']} "
             f"patient-level bootstrap resamples. Mean AUC over measurable findings: triage <b>{_f(tri['mean_auc'])}</b>, zero-shot <b>{_f(p['zeroshot']['mean_auc'])}</b>. "
-            f"Triage ECE {_f(tri.get('ece'))} (uncalibrated), {_f(tri.get('ece_calibrated'))} (temperature-scaled).</p>{table}"
-            f" Mean per-label ECE (temperature-scaled) {_f((tri.get('ece_per_label_calibrated') or {}).get('mean'))} against "
+            f"Triage ECE {_f(tri.get('ece'))} (uncalibrated), {_f(tri.get('ece_calibrated'))} (calibrated: the card's per-label temperature and intercept).</p>{table}"
+            f" Mean per-label ECE (calibrated) {_f((tri.get('ece_per_label_calibrated') or {}).get('mean'))} against "
             f"{_f((tri.get('ece_per_label_prevalence_baseline') or {}).get('mean'))} for an image-blind predictor of the training prevalence.</p>"
             f"<p class=note>Too few patients to judge (&lt;3 positive or &lt;3 negative patients): {escape(few)}.</p>"
             f"{_img(r, 'auc_forest', 'AUC forest plot')}{_img(r, 'reliability', 'reliability diagram')}{_retrieval(r)}")

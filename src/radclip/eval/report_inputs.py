@@ -20,6 +20,8 @@ from radclip.io.labels import NIH_LABELS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from radclip.eval.calibration import LabelCalibration
+
 
 @dataclass
 class RunConfig:
@@ -42,8 +44,8 @@ class EvalInputs:
     frame: pd.DataFrame  # the split's manifest rows, all sources
     labels: np.ndarray  # (N, 14) NIH labels, NaN = unknown (non-NIH rows)
     triage_logits: np.ndarray  # (N, 14)
-    triage_probs: np.ndarray  # (N, 14) sigmoid(logit / T) with the card's temperatures (T = 1 without)
-    triage_temperatures: np.ndarray | None  # (14,) from the card, None when it has none
+    triage_probs: np.ndarray  # (N, 14) sigmoid(logit / T + b) with the card's calibration (plain sigmoid without)
+    triage_calibration: LabelCalibration | None  # from the card, None when it has none
     triage_features: np.ndarray  # (N, C) pooled penultimate features
     triage_maps: list[np.ndarray]  # per image (C, h, w) last conv map (CAM input)
     classifier: tuple[np.ndarray, np.ndarray]  # triage head (weight (14, C), bias (14,))
@@ -88,11 +90,11 @@ def _load(name: str | None, task: str) -> tuple[Any, Any]:
     return model, card
 
 
-def _temperatures(card: Any) -> np.ndarray | None:
-    from radclip.eval.calibration import temperatures_from_card
+def _calibration(card: Any) -> LabelCalibration | None:
+    from radclip.eval.calibration import calibration_from_card
 
     try:
-        return temperatures_from_card(card)
+        return calibration_from_card(card)
     except ValueError:  # incomplete calibration block: report uncalibrated probabilities
         return None
 
@@ -110,7 +112,7 @@ def collect_inputs(cfg: RunConfig) -> EvalInputs:
     ds = ManifestDataset(cfg.manifest, cfg.images_root, split=cfg.split, size=tcard.preprocessing.input_size, cache=False)
     preds = collect_logits(triage, ds, tcard.preprocessing, batch_size=cfg.batch_size, keep_features=True)
     maps = preds.features or []
-    temps = _temperatures(tcard)
+    calibration = _calibration(tcard)
     clip_size = clip.preprocessing.input_size
     if clip_size == ds.size:
         clip_arrays = np.stack([ds.image(i) for i in range(len(ds))])
@@ -121,8 +123,8 @@ def collect_inputs(cfg: RunConfig) -> EvalInputs:
     weight = triage.classifier.weight.detach().float().cpu().numpy()
     bias = triage.classifier.bias.detach().float().cpu().numpy()
     inputs = EvalInputs(
-        frame=ds.frame, labels=ds.labels_matrix(), triage_logits=preds.logits, triage_probs=calibrated_probs(preds.logits, temps),
-        triage_temperatures=temps, triage_features=np.stack([m.mean(axis=(1, 2)) for m in maps]), triage_maps=maps,
+        frame=ds.frame, labels=ds.labels_matrix(), triage_logits=preds.logits, triage_probs=calibrated_probs(preds.logits, calibration),
+        triage_calibration=calibration, triage_features=np.stack([m.mean(axis=(1, 2)) for m in maps]), triage_maps=maps,
         classifier=(weight, bias), triage_images=ds, clip_images=img, zs_scores=np.zeros_like(preds.logits), clip_model=clip,
         triage_card=tcard, clip_card=ccard,
     )

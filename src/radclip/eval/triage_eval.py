@@ -25,6 +25,7 @@ from radclip.eval.metrics import (
 if TYPE_CHECKING:
     import torch
 
+    from radclip.eval.calibration import LabelCalibration
     from radclip.models.card import ModelCard, Preprocessing
 
 
@@ -64,7 +65,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def evaluate_predictions(preds: Predictions, names: list[str], temperatures: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+def evaluate_predictions(preds: Predictions, names: list[str], calibration: LabelCalibration | np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
                          prevalence: np.ndarray | None = None) -> dict[str, Any]:
     """The report: per-label AUC with patient-bootstrap CI, mean AUC over measurable labels, ECE/Brier.
 
@@ -91,8 +92,10 @@ def evaluate_predictions(preds: Predictions, names: list[str], temperatures: np.
         "brier": brier_score(labels, probs),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "patient" if groups is not None else "image", "ci": 0.95},
     }
-    if temperatures is not None:
-        cal = _sigmoid(logits / temperatures[None, :])
+    if calibration is not None:
+        from radclip.eval.calibration import calibrated_probs
+
+        cal = calibrated_probs(logits, calibration)
         report["ece_calibrated"] = expected_calibration_error(labels, cal)
         report["ece_per_label_calibrated"] = per_label_ece(labels, cal, names)
         report["brier_calibrated"] = brier_score(labels, cal)
@@ -127,7 +130,7 @@ def evaluate_triage(
     reliability_png: str | Path | None = None,
 ) -> dict[str, Any]:
     """Load the manifest rows (all rows when the manifest has no split column) and evaluate."""
-    from radclip.eval.calibration import temperatures_from_card
+    from radclip.eval.calibration import calibration_from_card
     from radclip.io.datasets import ManifestDataset
     from radclip.io.manifest import read_manifest
 
@@ -137,13 +140,13 @@ def evaluate_triage(
     preds = collect_logits(model, ds, card.preprocessing, batch_size=batch_size, keep_features=bboxes is not None)
     from radclip.io.manifest import data_snapshot
 
-    temps = temperatures_from_card(card)
+    calibration = calibration_from_card(card)
     prevalence = train_prevalence(frame, list(card.labels), sources or ['nih']) if has_split else None
-    report = evaluate_predictions(preds, list(card.labels), temperatures=temps, n_boot=n_boot, prevalence=prevalence)
+    report = evaluate_predictions(preds, list(card.labels), calibration=calibration, n_boot=n_boot, prevalence=prevalence)
     report.update({"model": card.name, "model_version": card.version, "weights_sha256": card.weights_sha256, "split": split if has_split else None, "sources": sources,
                    "manifest": str(manifest), "data_snapshot": data_snapshot(manifest)})
     if reliability_png is not None:
-        _write_reliability(preds, temps, reliability_png, card.name)
+        _write_reliability(preds, calibration, reliability_png, card.name)
         report["reliability_png"] = str(reliability_png)
     if bboxes is not None:
         from radclip.eval.localization import localization_report
@@ -154,11 +157,11 @@ def evaluate_triage(
     return report
 
 
-def _write_reliability(preds: Predictions, temps: np.ndarray | None, path: str | Path, name: str) -> None:
+def _write_reliability(preds: Predictions, calibration: LabelCalibration | None, path: str | Path, name: str) -> None:
     from radclip.eval.calibration import calibrated_probs, reliability_diagram
 
     known = ~np.all(np.isnan(preds.labels), axis=1)
     curves = {"uncalibrated": calibrated_probs(preds.logits[known], None)}
-    if temps is not None:
-        curves["temperature-scaled"] = calibrated_probs(preds.logits[known], temps)
+    if calibration is not None:
+        curves["calibrated"] = calibrated_probs(preds.logits[known], calibration)
     reliability_diagram(preds.labels[known], curves, path, title=f"{name}: reliability (all labels pooled)")

@@ -5,7 +5,7 @@ The rule (docs/integration.md, "What the record holds"):
 - **Triage findings** use the model card's own operating point when it ships one
   (``calibration.operating_points[label]``, or ``calibration.xrv_op_thresholds[label]`` for the
   TorchXRayVision adapter). Otherwise 0.5: radclip's triage probabilities are calibrated by
-  per-class temperature scaling on the validation split, so 0.5 is where a finding becomes
+  a per-label temperature and intercept on the validation split, so 0.5 is where a finding becomes
   more likely present than absent.
 - **Zero-shot findings** use 0.5 on the confidence of the condition's fitted logistic
   calibration (:mod:`radclip.engine.calibration`), the same cut-off the clinical rules use.

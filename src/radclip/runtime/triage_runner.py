@@ -19,16 +19,16 @@ from radclip.io.labels import NIH_LABELS
 class TriageResult:
     labels: tuple[str, ...]
     logits: np.ndarray  # (K,)
-    probs: np.ndarray  # (K,) calibrated (per-class temperature from the card)
+    probs: np.ndarray  # (K,) calibrated (per-label temperature and intercept from the card)
     band_low: np.ndarray  # (K,) lower edge of the confidence band
     band_high: np.ndarray  # (K,)
     features: Any  # what cam() needs, kept from the one pass: torch features (1, C, h, w), or ONNX cams (1, K, h, w)
     inference_ms: float
 
 
-def _temperatures(card: Any, labels: tuple[str, ...]) -> np.ndarray:
-    temps = (card.calibration or {}).get("temperature", {})
-    return np.array([float(temps.get(name, 1.0)) for name in labels], dtype=np.float64)
+def _per_label(card: Any, labels: tuple[str, ...], key: str, default: float) -> np.ndarray:
+    values = (card.calibration or {}).get(key) or {}
+    return np.array([float(values.get(name, default)) for name in labels], dtype=np.float64)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -42,7 +42,9 @@ class TriageRunner:
         self.model = model
         self.card = card
         self.labels = tuple(card.labels) if card.labels else NIH_LABELS
-        self.temperature = _temperatures(card, self.labels)
+        # Calibrated p = sigmoid(logit / T + b) per label (b = 0 on temperature-only cards); see eval/calibration.py.
+        self.temperature = _per_label(card, self.labels, "temperature", 1.0)
+        self.bias = _per_label(card, self.labels, "bias", 0.0)
         # Validation support per probability bin: the band is the Wilson interval on that many cases.
         self.bin_counts = (card.calibration or {}).get("val_bin_counts")
 
@@ -69,10 +71,10 @@ class TriageRunner:
         return self._result(out.logits[0].double().numpy(), out.features, (time.perf_counter() - start) * 1000)
 
     def _result(self, logits: np.ndarray, features: Any, ms: float) -> TriageResult:
-        """Calibrate (per-class temperature) and attach the band; ``features`` is whatever ``cam`` needs."""
+        """Calibrate (per-label temperature and intercept) and attach the band; ``features`` is whatever ``cam`` needs."""
         from radclip.models.confidence import confidence_band
 
-        probs = sigmoid(logits / self.temperature)
+        probs = sigmoid(logits / self.temperature + self.bias)
         bands = np.array([confidence_band(float(p), self.bin_counts) for p in probs], dtype=np.float64).reshape(-1, 2)
         return TriageResult(self.labels, logits, probs, bands[:, 0], bands[:, 1], features, ms)
 

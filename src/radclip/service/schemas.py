@@ -22,7 +22,7 @@ Category = Literal[
 
 class LabelScore(BaseModel):
     label: str = Field(description="NIH ChestX-ray14 finding")
-    probability: float = Field(ge=0, le=1, description="calibrated probability (per-class temperature scaling)")
+    probability: float = Field(ge=0, le=1, description="calibrated probability (per-label temperature and intercept fitted on validation)")
     band: tuple[float, float] = Field(description="confidence band (low, high) around the probability")
     logit: float = Field(description="raw model logit, before calibration")
 

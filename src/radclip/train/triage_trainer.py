@@ -51,20 +51,31 @@ class TriageTrainConfig:
     ema_decay: float = 0.0  # 0 = off; else evaluate/save an EMA of the weights with this decay
     pretrained: bool = True  # ImageNet initialisation where the architecture has an offline file
     drop_rate: float = 0.0  # dropout before the classifier
+    low_res_weight: float = 1.0  # loss weight of training images whose original width is <= low_res_px (the 64 px NIH copies); 0 drops them
+    low_res_px: int = 64  # manifest ``orig_width`` at or below which an image counts as a low-resolution copy
+    channels_last: bool = False  # NHWC memory format: 1.95x faster MobileNetV2 steps on CPU (benchmarks/train_speed.py)
     progress: bool = True  # tqdm bar
     extra_notes: list[str] = field(default_factory=list)  # appended to the card's notes
 
 
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE-with-logits over known targets only (NaN or -1 = unknown: no loss, no gradient)."""
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None,
+               sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean BCE-with-logits over known targets only (NaN or -1 = unknown: no loss, no gradient).
+
+    ``sample_weight`` (B,) scales each image's terms; the mean divides by the summed weight of the known
+    targets, so a batch of equally weighted images gives the plain mean.
+    """
     import torch
     import torch.nn.functional as F
 
     known = (targets == 0) | (targets == 1)
     safe = torch.where(known, targets, torch.zeros_like(targets))
     per = F.binary_cross_entropy_with_logits(logits, safe, pos_weight=pos_weight, reduction="none")
-    per = torch.where(known, per, torch.zeros_like(per))
-    return per.sum() / known.sum().clamp_min(1)
+    weight = known.to(per.dtype)
+    if sample_weight is not None:
+        weight = weight * sample_weight.to(per.dtype)[:, None]
+    per = torch.where(known, per, torch.zeros_like(per)) * weight
+    return per.sum() / weight.sum().clamp_min(1e-12) if sample_weight is not None else per.sum() / known.sum().clamp_min(1)
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator, hflip: bool = False, rot_deg: float = 7.0, scale: float = 0.08, shift: float = 0.05, jitter: float = 0.1) -> torch.Tensor:
@@ -94,10 +105,15 @@ def _pos_weight(cfg: TriageTrainConfig, labels: np.ndarray) -> torch.Tensor | No
     if cfg.pos_weight is None or cfg.pos_weight == "none":
         return None
     if cfg.pos_weight == "auto":
-        pos = np.nansum(labels == 1, axis=0)
-        neg = np.nansum(labels == 0, axis=0)
-        return torch.tensor(np.clip(neg / np.maximum(pos, 1), 1.0, 10.0), dtype=torch.float32)
+        return torch.tensor(auto_pos_weight(labels), dtype=torch.float32)
     return torch.full((labels.shape[1],), float(cfg.pos_weight))
+
+
+def auto_pos_weight(labels: np.ndarray) -> np.ndarray:
+    """``--pos-weight auto``: negatives / positives per label over the known training labels, clipped to [1, 10]."""
+    pos = np.nansum(labels == 1, axis=0)
+    neg = np.nansum(labels == 0, axis=0)
+    return np.clip(neg / np.maximum(pos, 1), 1.0, 10.0).astype(np.float32)
 
 
 def _datasets(cfg: TriageTrainConfig) -> tuple[Any, Any]:
@@ -111,10 +127,29 @@ def _datasets(cfg: TriageTrainConfig) -> tuple[Any, Any]:
     sources = list(cfg.sources) if cfg.sources else None
     train = ManifestDataset(manifest, root, split=cfg.train_split, sources=sources, size=cfg.size, cache=True)
     val = ManifestDataset(manifest, root, split=cfg.val_split, sources=sources, size=cfg.size, cache=True)
-    keep = np.flatnonzero(~np.all(np.isnan(train.labels_matrix()), axis=1))
+    known = ~np.all(np.isnan(train.labels_matrix()), axis=1)
+    if cfg.low_res_weight == 0:  # drop the low-resolution copies outright (no wasted forward passes)
+        known &= ~low_res_mask(train.frame, cfg.low_res_px)
+    keep = np.flatnonzero(known)
     if keep.size == 0:
         raise ValueError(f"no training row of {manifest} has any known NIH label; check --sources and the label columns")
     return Subset(train, keep.tolist()), val
+
+
+def low_res_mask(frame: Any, low_res_px: int) -> np.ndarray:
+    """True for rows whose ``orig_width`` is at most ``low_res_px`` (False where the manifest has no such column or value)."""
+    if "orig_width" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    width = np.asarray(frame["orig_width"], dtype=np.float64)
+    return np.nan_to_num(width, nan=np.inf) <= low_res_px
+
+
+def _sample_weights(cfg: TriageTrainConfig, frame: Any) -> dict[str, float] | None:
+    """image_id -> loss weight when low-resolution copies are down-weighted (None: every image weighs 1)."""
+    if cfg.low_res_weight in (0.0, 1.0):
+        return None
+    low = low_res_mask(frame, cfg.low_res_px)
+    return {str(i): (cfg.low_res_weight if lo else 1.0) for i, lo in zip(frame["image_id"], low, strict=True)}
 
 
 def _optimizer(model: Any, cfg: TriageTrainConfig) -> torch.optim.Optimizer:
@@ -162,9 +197,13 @@ def train_triage(cfg: TriageTrainConfig) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_cfg = {"pretrained": cfg.pretrained, "drop_rate": cfg.drop_rate}
     model = create_model(cfg.arch, **model_cfg).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    weights_by_id = _sample_weights(cfg, train.dataset.frame)
     model_cfg["pretrained"] = False  # the card's config rebuilds the architecture; weights come from the file
     pre = Preprocessing(input_size=cfg.size, scale="imagenet", in_chans=1)
     pos_weight = _pos_weight(cfg, labels)
+    pos_weight_list = pos_weight.tolist() if pos_weight is not None else None  # the calibration removes its logit shift
     pos_weight = pos_weight.to(device) if pos_weight is not None else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers, drop_last=len(train) > cfg.batch_size)
@@ -176,7 +215,7 @@ def train_triage(cfg: TriageTrainConfig) -> dict[str, Any]:
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weights_path = out_dir / f"{cfg.name}.safetensors"
-    log: dict[str, Any] = {"epochs": [], "steps": 0, "n_train": len(train), "n_val": len(val), "steps_per_epoch": len(loader)}
+    log: dict[str, Any] = {"epochs": [], "steps": 0, "n_train": len(train), "n_val": len(val), "steps_per_epoch": len(loader), "pos_weight": pos_weight_list}
     best = -math.inf
     step = 0
     bar = tqdm(total=total, disable=not cfg.progress, desc=f"train {cfg.arch}")
@@ -193,9 +232,10 @@ def train_triage(cfg: TriageTrainConfig) -> dict[str, Any]:
             x = batch["image"]
             if cfg.augment:
                 x = augment_batch(x, gen, hflip=cfg.hflip)
-            x, y = to_model_input(x, pre).to(device), batch["labels"].to(device)
+            x, y = to_model_input(x, pre).to(device, memory_format=memory_format), batch["labels"].to(device)
+            sample_weight = torch.tensor([weights_by_id[str(i)] for i in batch["image_id"]], device=device) if weights_by_id else None
             with torch.autocast(device.type, enabled=use_amp):
-                loss = masked_bce(model(x).float(), y, pos_weight)
+                loss = masked_bce(model(x).float(), y, pos_weight, sample_weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -234,11 +274,10 @@ def save_weights(model: Any, path: Path) -> str:
 
 
 def _finish(cfg: TriageTrainConfig, model_cfg: dict[str, Any], pre: Any, weights_path: Path, log: dict[str, Any], val: Any) -> None:
-    """Reload the best weights, fit temperatures on validation, write the card and the log."""
-    from radclip.eval.calibration import calibrated_probs, fit_temperatures
+    """Reload the best weights, fit the per-label calibration on validation, write the card and the log."""
+    from radclip.eval.calibration import calibration_block, fit_platt_per_label, prior_shift
     from radclip.io.labels import NIH_LABELS
     from radclip.models.card import ModelCard
-    from radclip.models.confidence import bin_counts
     from radclip.models.registry import create_model
     from radclip.models.weights import load_state_dict, sha256_file
 
@@ -246,8 +285,8 @@ def _finish(cfg: TriageTrainConfig, model_cfg: dict[str, Any], pre: Any, weights
     model.load_state_dict(load_state_dict(weights_path))
     model.eval()
     val_auc, _, preds = _validate(model, val, pre, cfg)
-    temps = fit_temperatures(preds.logits, preds.labels, np.asarray(preds.patient_ids) if preds.patient_ids else None)
-    counts = bin_counts(calibrated_probs(preds.logits, temps), preds.labels)
+    shift = prior_shift(log.get("pos_weight"), len(NIH_LABELS))
+    calibration = fit_platt_per_label(preds.logits, preds.labels, np.asarray(preds.patient_ids) if preds.patient_ids else None, shift=shift)
     card = ModelCard(
         name=cfg.name,
         architecture=cfg.arch,
@@ -261,8 +300,7 @@ def _finish(cfg: TriageTrainConfig, model_cfg: dict[str, Any], pre: Any, weights
         init_weights=_init_provenance(cfg),
         training_data=f"{cfg.manifest or 'data_root/cxr/manifest.csv'}: split {cfg.train_split!r} ({log['n_train']} images with labels), sources {list(cfg.sources) if cfg.sources else 'all'}; selection on split {cfg.val_split!r} ({log['n_val']} images)",
         metrics={"val_mean_auc": val_auc, "best_epoch": log.get("best_epoch"), "train_seconds": log["train_seconds"], "epoch_seconds": [e["seconds"] for e in log["epochs"]], "device": log["device"]},
-        calibration={"method": "per-class temperature scaling fitted on the validation split", "temperature": dict(zip(NIH_LABELS, [float(t) for t in temps], strict=True)),
-                     "val_bin_counts": counts, "band": "95% Wilson interval of p on the validation count of p's bin (docs/triage.md)"},
+        calibration=calibration_block(calibration, shift, list(NIH_LABELS), preds.logits, preds.labels, f"{cfg.val_split} split ({log['n_val']} images)"),
         config=model_cfg,
         notes=list(cfg.extra_notes),
     )
@@ -283,12 +321,13 @@ def command_line(cfg: TriageTrainConfig) -> str:
     default = TriageTrainConfig(out_dir=cfg.out_dir)
     flags = {"arch": "--arch", "name": "--name", "version": "--version", "manifest": "--manifest", "images_root": "--images-root", "size": "--size",
              "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "backbone_lr_mult": "--backbone-lr-mult", "weight_decay": "--weight-decay",
-             "pos_weight": "--pos-weight", "max_steps": "--max-steps", "seed": "--seed", "ema_decay": "--ema", "drop_rate": "--drop-rate"}  # fmt: skip
+             "pos_weight": "--pos-weight", "max_steps": "--max-steps", "seed": "--seed", "ema_decay": "--ema", "drop_rate": "--drop-rate",
+             "low_res_weight": "--low-res-weight"}  # fmt: skip
     parts = ["radclip train triage", f"--out {cfg.out_dir}"]
     parts += [f"{flag} {getattr(cfg, key)}" for key, flag in flags.items() if getattr(cfg, key) != getattr(default, key)]
     if cfg.sources != default.sources:
         parts.append(f"--sources {','.join(cfg.sources) if cfg.sources else 'all'}")
-    parts += [flag for key, flag in (("augment", "--augment"), ("hflip", "--hflip")) if getattr(cfg, key)]
+    parts += [flag for key, flag in (("augment", "--augment"), ("hflip", "--hflip"), ("channels_last", "--channels-last")) if getattr(cfg, key)]
     if not cfg.pretrained:
         parts.append("--no-pretrained")
     return " ".join(parts)
