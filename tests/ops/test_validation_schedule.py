@@ -413,3 +413,51 @@ def test_command_serves_metrics_on_its_own_loopback_port(tmp_path: Path) -> None
     assert (
         values["radclip_validate_interval_seconds"] == 12 * HOUR
     )  # a bad baseline compares nothing: no drift, normal interval
+
+
+def test_read_service_drift_from_readyz_and_unreachable() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from radclip.lifecycle.validation_schedule import read_service_drift
+
+    bodies = {
+        "/readyz": {
+            "status": "ready",
+            "drift": {"state": "active", "cosine_distance": 0.178, "alert_above": 0.1, "window": 25},
+        }
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.dumps(bodies.get(self.path, {})).encode()
+            self.send_response(200 if self.path in bodies else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_port}"
+        got = read_service_drift(url + "/")
+        assert (got.state, got.cosine_distance, got.alert_above, got.drifting) == ("active", 0.178, 0.1, True)
+        bodies["/readyz"] = {
+            "status": "ready",
+            "drift": {"state": "filling", "cosine_distance": None, "alert_above": 0.1},
+        }
+        assert read_service_drift(url).to_dict() == {
+            "state": "filling",
+            "cosine_distance": None,
+            "alert_above": 0.1,
+            "drifting": False,
+        }
+        bodies["/readyz"] = {"status": "ready"}  # an older service without a drift block
+        assert read_service_drift(url).state == "unreachable"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert read_service_drift(f"http://127.0.0.1:{_free_port()}", timeout_s=2).state == "unreachable"
