@@ -461,3 +461,33 @@ def test_read_service_drift_from_readyz_and_unreachable() -> None:
         srv.shutdown()
         srv.server_close()
     assert read_service_drift(f"http://127.0.0.1:{_free_port()}", timeout_s=2).state == "unreachable"
+
+
+def test_a_restart_keeps_the_concept_drift_state_and_the_stale_clock(tmp_path: Path) -> None:
+    from radclip.lifecycle.validation_schedule import resume_state
+
+    assert resume_state(tmp_path / "history.jsonl") == (False, None)
+    clock = FakeClock()
+    ValidationScheduler(
+        config(tmp_path, 2),
+        gate=scripted(passing, failing),
+        clock=clock,
+        sleep=clock.sleep,
+        echo=lambda s: None,
+    ).run()
+    failed_at = clock.t
+    with (tmp_path / "history.jsonl").open("a") as fh:
+        fh.write(
+            json.dumps({"exit_code": 3, "timestamp": clock.t + 50}) + "\n" + '{"exit_code": 0, "times'
+        )  # a line cut short
+    assert resume_state(tmp_path / "history.jsonl") == (True, failed_at)  # the last run that compared failed
+
+    # the command resumes: a restart whose first run compares nothing (bad baseline) keeps the 4 h interval
+    (tmp_path / "manifest.csv").write_text("image_id,path,split\na,a.png,val\n")
+    port = _free_port()
+    assert _cli(tmp_path, "--baseline", str(tmp_path / "missing.json"), "--metrics-port", str(port)) == 2
+    last = json.loads((tmp_path / "history.jsonl").read_text().splitlines()[-1])
+    assert last["exit_code"] == 2 and last["drift"]["concept"] is True and last["next_interval_s"] == 4 * HOUR
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {s.name: s.value for fam in text_string_to_metric_families(body) for s in fam.samples}
+    assert values["radclip_validate_last_compared_timestamp_seconds"] == failed_at  # not the restart time

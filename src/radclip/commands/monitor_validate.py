@@ -143,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from radclip.lifecycle.validation_gate import write_baseline
-    from radclip.lifecycle.validation_schedule import ValidationMetrics, ValidationScheduler
+    from radclip.lifecycle.validation_schedule import (
+        ValidationMetrics,
+        ValidationScheduler,
+        next_interval,
+        resume_state,
+    )
 
     try:
         gate, schedule = _configs(args)
@@ -160,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
             f"wrote baseline {gate.baseline} (split {block['split']}, {block['n_images']} images, data {block['data_snapshot']})"
         )
         return 0
-    metrics = ValidationMetrics(time.time(), schedule.interval_s)
+    concept_drift, last_compared = resume_state(
+        schedule.history
+    )  # a restart keeps the drift state and the stale clock
+    metrics = ValidationMetrics(time.time(), next_interval(schedule, concept_drift, False), last_compared)
     if args.metrics_port:
         from prometheus_client import CollectorRegistry, start_http_server
 
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         registry.register(metrics)
         start_http_server(args.metrics_port, addr=args.metrics_addr, registry=registry)
         print(f"metrics on http://{args.metrics_addr}:{args.metrics_port}/metrics")
-    scheduler = ValidationScheduler(schedule, metrics=metrics)
+    scheduler = ValidationScheduler(schedule, metrics=metrics, concept_drift=concept_drift)
     try:
         return scheduler.run()
     except KeyboardInterrupt:

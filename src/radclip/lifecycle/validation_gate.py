@@ -124,7 +124,8 @@ def _precheck(cfg: GateConfig) -> tuple[dict[str, Any] | None, GateOutcome | Non
     try:
         baseline = load_baseline(cfg.baseline)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as exc:
-        return None, GateOutcome(EXIT_BAD_BASELINE, f"bad baseline: {exc}", [str(exc)])
+        hint = "; for the scheduled validation write one with 'radclip monitor validate-schedule --write-baseline'"
+        return None, GateOutcome(EXIT_BAD_BASELINE, f"bad baseline: {exc}{hint}", [str(exc)])
     if not Path(cfg.manifest).is_file():
         why = f"manifest {cfg.manifest} not found; pass --manifest or set RADCLIP_DATA_ROOT"
         return None, GateOutcome(EXIT_OTHER_DATA, why, [why])

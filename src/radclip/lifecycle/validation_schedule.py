@@ -104,6 +104,35 @@ def read_service_drift(url: str, timeout_s: float = 10.0) -> EmbeddingDrift:
     return EmbeddingDrift(str(block.get("state", "unavailable")), num[0], num[1])
 
 
+def resume_state(history: Path) -> tuple[bool, float | None]:
+    """(concept drift, end of the last run that compared) from an existing history: a restart keeps both."""
+    last: dict[str, Any] | None = None
+    if history.is_file():
+        for line in history.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a crash: skip it
+                continue
+            if isinstance(record, dict) and record.get("exit_code") in (0, 1):
+                last = record
+    if last is None:
+        return False, None
+    return last["exit_code"] == 1, float(last["timestamp"]) + float(last.get("duration_s") or 0.0)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line; a last line cut short by a crash is ended first, so it cannot swallow this one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as fh:
+        fh.seek(0, 2)
+        if fh.tell() > 0:
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write(line.encode() + b"\n")
+        fh.flush()
+
+
 def next_interval(cfg: ScheduleConfig, concept_drift: bool, embedding_drift: bool) -> float:
     """Seconds from one run's start to the next: shorter while either kind of drift is present."""
     return cfg.drift_interval_s if concept_drift or embedding_drift else cfg.interval_s
@@ -135,10 +164,12 @@ class RunRecord:
 class ValidationMetrics(Collector):
     """The scheduler's Prometheus metrics (served on its own port); run metrics appear after the first run."""
 
-    def __init__(self, started: float, interval_s: float) -> None:
+    def __init__(self, started: float, interval_s: float, last_compared: float | None = None) -> None:
         self.started, self.interval_s = started, interval_s
         self.last: RunRecord | None = None
-        self.last_compared: float | None = None  # end of the last run that compared (exit 0/1)
+        self.last_compared = (
+            last_compared  # end of the last run that compared (exit 0/1), e.g. from the history
+        )
 
     def update(self, record: RunRecord) -> None:
         self.last, self.interval_s = record, record.next_interval_s
@@ -256,9 +287,7 @@ class ValidationScheduler:
             except OSError as exc:  # the verdict still goes to the history and metrics
                 log.error("review log %s not written: %s", folder, exc)
                 outcome.failures.append(f"review log {folder} not written: {exc}")
-        self.cfg.history.parent.mkdir(parents=True, exist_ok=True)
-        with self.cfg.history.open("a") as fh:
-            fh.write(json.dumps(record.to_dict(self.cfg)) + "\n")
+        append_line(self.cfg.history, json.dumps(record.to_dict(self.cfg)))
         if self.metrics is not None:
             self.metrics.update(record)
         self.echo(self._summary(record))
