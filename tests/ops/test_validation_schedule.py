@@ -419,14 +419,18 @@ def test_read_service_drift_from_readyz_and_unreachable() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
+    from radclip.engine.drift_reference import DriftReference
+    from radclip.lifecycle.drift_monitor import DriftMonitor
     from radclip.lifecycle.validation_schedule import read_service_drift
 
-    bodies = {
-        "/readyz": {
-            "status": "ready",
-            "drift": {"state": "active", "cosine_distance": 0.178, "alert_above": 0.1, "window": 25},
-        }
-    }
+    # The service's own /readyz drift block: a 5-study window of embeddings orthogonal to the reference mean.
+    ref = DriftReference(
+        mean=np.eye(8)[0], n=10, model_sha256="x", data_snapshot="sha256:x", sources="nih:10"
+    )
+    shifted, filling = DriftMonitor("clip", ref, window=5), DriftMonitor("clip", ref, window=5)
+    shifted.observe(np.tile(np.eye(8)[1], (5, 1)))
+    filling.observe(np.eye(8)[1])
+    bodies: dict[str, dict] = {"/readyz": {"status": "ready", "drift": shifted.status()}}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -444,11 +448,8 @@ def test_read_service_drift_from_readyz_and_unreachable() -> None:
     try:
         url = f"http://127.0.0.1:{srv.server_port}"
         got = read_service_drift(url + "/")
-        assert (got.state, got.cosine_distance, got.alert_above, got.drifting) == ("active", 0.178, 0.1, True)
-        bodies["/readyz"] = {
-            "status": "ready",
-            "drift": {"state": "filling", "cosine_distance": None, "alert_above": 0.1},
-        }
+        assert (got.state, got.cosine_distance, got.alert_above, got.drifting) == ("active", 1.0, 0.1, True)
+        bodies["/readyz"] = {"status": "ready", "drift": filling.status()}
         assert read_service_drift(url).to_dict() == {
             "state": "filling",
             "cosine_distance": None,
