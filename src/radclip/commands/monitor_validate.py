@@ -165,9 +165,8 @@ def run(args: argparse.Namespace) -> int:
             f"wrote baseline {gate.baseline} (split {block['split']}, {block['n_images']} images, data {block['data_snapshot']})"
         )
         return 0
-    concept_drift, last_compared = resume_state(
-        schedule.history
-    )  # a restart keeps the drift state and the stale clock
+    # a restart keeps the concept-drift state and the stale clock
+    concept_drift, last_compared = resume_state(schedule.history)
     metrics = ValidationMetrics(time.time(), next_interval(schedule, concept_drift, False), last_compared)
     if args.metrics_port:
         from prometheus_client import CollectorRegistry, start_http_server
