@@ -37,13 +37,14 @@ COMMANDS: list[tuple[tuple[str, ...], str]] = [
     (("audit",), "audit"),
     (("models",), "models"),
     (("monitor", "drift-reference"), "monitor_drift"),
+    (("monitor", "validate-schedule"), "monitor_validate"),
 ]
 
 GROUP_HELP = {
     "train": "train the shipped models (triage network, image-text model)",
     "eval": "evaluate a model on a manifest and write a JSON report",
     "calibrate": "refit a shipped model's calibration on the validation split",
-    "monitor": "monitoring artefacts shipped with a model (the embedding-drift reference)",
+    "monitor": "monitoring: the embedding-drift reference shipped with a model; the scheduled validation (concept drift)",
 }
 
 

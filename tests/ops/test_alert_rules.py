@@ -62,7 +62,8 @@ def test_grafana_dashboard_structure() -> None:
     assert len({p["id"] for p in panels}) == len(panels)
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
     for metric in ("radclip_inference_seconds_bucket", "radclip_top_finding_similarity_sum", "radclip_embedding_drift_cosine",
-                   "radclip_live_auc", "radclip_text_cache_hit_rate", "radclip_auto_rollback"):  # fmt: skip
+                   "radclip_live_auc", "radclip_text_cache_hit_rate", "radclip_auto_rollback",
+                   "radclip_validate_exit_code", "radclip_validate_last_compared_timestamp_seconds"):  # fmt: skip
         assert metric in exprs, f"no panel shows {metric}"
     for p in panels:
         g = p["gridPos"]
