@@ -166,3 +166,28 @@ def test_low_res_copies_are_found_by_original_width_and_dropped_or_down_weighted
     assert weights is not None and weights["train_0"] == 0.3 and weights["train_1"] == 1.0
     assert _sample_weights(TriageTrainConfig(out_dir=tmp_path), keep_all.dataset.frame) is None
     assert "--low-res-weight 0.3" in command_line(cfg) and "--channels-last" in command_line(cfg)
+
+
+def test_calibrate_triage_refits_the_card_on_val_and_refuses_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radclip.cli import main
+    from radclip.eval.calibration import calibration_from_card
+    from radclip.models.card import ModelCard
+
+    manifest = write_synthetic_manifest(tmp_path / "data", n=24)
+    out = tmp_path / "run"
+    assert main(["train", "triage", "--out", str(out), "--manifest", str(manifest), "--size", "32", "--epochs", "1", "--max-steps", "1",
+                 "--batch-size", "8", "--no-pretrained", "--no-progress", "--name", "tiny", "--pos-weight", "auto"]) == 0  # fmt: skip
+    card_path = out / "tiny.card.json"
+    trained = ModelCard.load(card_path)
+    assert set(trained.calibration["bias"]) == set(NIH_LABELS) and "prior_shift" in trained.calibration  # the trainer fits the same map
+    capsys.readouterr()
+    assert main(["calibrate", "triage", "--model", str(card_path), "--manifest", str(manifest), "--split", "test"]) == 2
+    assert "never on the test split" in capsys.readouterr().out
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "calibration": {}}))  # as if shipped uncalibrated
+    assert main(["calibrate", "triage", "--model", str(card_path), "--manifest", str(manifest), "--compare"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    card = ModelCard.load(card_path)
+    cal = calibration_from_card(card)
+    assert cal is not None and np.all(cal.temperature > 0)
+    assert card.calibration["selection"]["prior shift + Platt"]["ece_per_label_mean"] == summary["cross_validated"]["prior shift + Platt"]["ece_per_label_mean"]
+    assert sum(card.calibration["val_bin_counts"]) == int(np.isfinite(pd.read_csv(manifest).query("split == 'val'")[list(NIH_LABELS)].to_numpy()).sum())
