@@ -26,7 +26,10 @@ def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.classifier.bias.neg_()
     out = tmp_path_factory.mktemp("v2") / "triage-v2.safetensors"
     sha = save_state_dict(model.state_dict(), out)
-    v2 = dataclasses.replace(card, version=f"{card.version}-head2", weights_file=out.name, weights_sha256=sha)
+    calibration = dict(card.calibration)  # negated intercepts too: sigmoid(-z/T - b) = 1 - p, every finding reversed
+    if "bias" in calibration:
+        calibration["bias"] = {k: -float(v) for k, v in calibration["bias"].items()}
+    v2 = dataclasses.replace(card, version=f"{card.version}-head2", weights_file=out.name, weights_sha256=sha, calibration=calibration)
     v2.save(out.with_name("triage-v2.card.json"))
     return out
 

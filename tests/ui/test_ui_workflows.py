@@ -112,8 +112,14 @@ def test_screening_ranks_all_conditions_with_category_filter(page: Any, ui_serve
     page.keyboard.press("2")
     rows = page.locator("#screen-table tbody tr")
     assert rows.count() == len(active) > 5
-    confs = [int(re.match(r"^(\d{1,3})%\*?$", t).group(1)) for t in page.locator("#screen-table tbody td.conf-cell .num").all_inner_texts()]
-    assert len(confs) == len(active) and confs == sorted(confs, reverse=True)
+    # The ranking rule (engine/screening.rank_findings): suppressed rows last, calibrated before uncalibrated
+    # ('*'), highest confidence first within each group.
+    cells = page.locator("#screen-table tbody td.conf-cell .num").all_inner_texts()
+    suppressed = [c == "suppressed" for c in page.locator("#screen-table tbody tr").evaluate_all("rs => rs.map(r => r.className)")]
+    parsed = [re.match(r"^(\d{1,3})%(\*?)$", t) for t in cells]
+    assert len(parsed) == len(active) and all(parsed)
+    keys = [(sup, m.group(2) == "*", -int(m.group(1))) for sup, m in zip(suppressed, parsed, strict=True)]
+    assert keys == sorted(keys)
     assert page.locator("#rule-notes li").count() >= 1
     assert re.match(rf"^{len(active)} conditions, highest confidence first", page.inner_text("#screen-meta"))
     categories = sorted({c["category"] for c in active})
