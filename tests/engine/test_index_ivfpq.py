@@ -129,3 +129,5 @@ def test_save_load_roundtrip_and_vector_checksum(tmp_path, data, built) -> None:
     assert store.load(key).reason == "missing rowids file"
     store.remove(key)
     assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="untrained"):
+        store.save(key, VectorIndex(DIM, "ivfpq", CFG))

@@ -60,7 +60,7 @@ class IndexConfig:
     ivf_nprobe: int = 32  # lists scanned per query
     ivf_rerank: int = 800  # candidates re-scored exactly from the vector file (1,600: p50 24 ms, +0.01 recall)
     ivf_train_size: int = 100_000  # vectors sampled to train k-means + PQ (at least 39 per list is enforced)
-    ivf_kmeans_iter: int = 10  # k-means iterations, coarse and PQ (FAISS default 25: 2.5x the training time)
+    ivf_kmeans_iter: int = 10  # k-means iterations, coarse and PQ (FAISS's default is 25)
     ivf_scratch_dir: str | None = None  # where an unsaved IVF-PQ index keeps its vector file (None: the temp dir)
 
 
@@ -82,7 +82,7 @@ def _faiss() -> Any:
 
 
 class VectorIndex:
-    """Ids + vectors with exact or HNSW search; see the module docstring."""
+    """Ids + vectors with exact, HNSW or IVF-PQ (re-ranked) search; see the module docstring."""
 
     def __init__(self, dim: int, kind: str, config: IndexConfig | None = None, _index: Any = None,
                  tombstones: set[int] | None = None, _vectors: RerankVectors | None = None) -> None:  # fmt: skip
@@ -314,6 +314,8 @@ class IndexStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         idx_path, _ = self.paths(key)
+        if index._index is None:
+            raise ValueError("an ivfpq index with no vectors yet is untrained and has nothing to save; add vectors first")
         tmp = idx_path.with_name(f".{idx_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
         _faiss().write_index(index._index, str(tmp))
         sidecars: list[tuple[str, Path]] = []
