@@ -159,7 +159,24 @@ def truth(mix: dict, n: int, queries: np.ndarray, work: Path, k: int = 10) -> np
     return best_i
 
 
-def probe(work: Path, queries_path: Path, truth_path: Path, settings: list[tuple[int, int]]) -> dict:
+def cold_latency(index: VectorIndex, queries: np.ndarray) -> dict:
+    """Per-query latency with the vector file evicted from the page cache before each query (fadvise)."""
+    path = index._vectors.path  # type: ignore[union-attr]
+    times = []
+    for q in queries:
+        index._vectors._mm = None  # type: ignore[union-attr]  # unmap: mapped pages can't be evicted
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # this file's clean pages only
+        os.close(fd)
+        t = time.perf_counter()
+        index.search(q[None], 10)
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1000
+    return {"queries": len(queries), "nprobe": index.config.ivf_nprobe, "rerank": index.config.ivf_rerank,
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}  # fmt: skip
+
+
+def probe(work: Path, queries_path: Path, truth_path: Path, settings: list[tuple[int, int]], cold: int = 0) -> dict:
     """In a fresh process: load the saved index, then latency and recall per (nprobe, rerank)."""
     import faiss
 
@@ -192,6 +209,11 @@ def probe(work: Path, queries_path: Path, truth_path: Path, settings: list[tuple
                                                  "p95_ms": round(float(np.percentile(ms, 95)), 3), "recall_at_10": round(rec, 4),
                                                  "max_abs_score_error": err}  # fmt: skip
         print(f"nprobe={nprobe} R={rerank}: {res['settings'][f'{nprobe}/{rerank}']}", flush=True)
+    if cold:
+        index.config = replace(index.config, ivf_nprobe=IndexConfig.ivf_nprobe, ivf_rerank=IndexConfig.ivf_rerank)
+        index._apply_search_params()
+        res["cold"] = cold_latency(index, queries[:cold])
+        print(f"cold: {res['cold']}", flush=True)
     end = rss()
     res["rss_load_delta_bytes"] = {k: after_load[k] - before[k] for k in before}
     res["rss_after_queries_delta_bytes"] = {k: end[k] - before[k] for k in before}
@@ -209,13 +231,14 @@ def main() -> None:
     ap.add_argument("--nlist", type=int, default=0, help="inverted lists (0: ~4 sqrt(n), as VectorIndex.build)")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--rerank", type=int, nargs="+", default=[50, 100, 200, 400])
+    ap.add_argument("--cold", type=int, default=100, help="queries timed with the vector file evicted from the page cache")
     ap.add_argument("--probe-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = args.work / str(args.n)
     work.mkdir(parents=True, exist_ok=True)
     settings = [(p, r) for p in args.nprobe for r in args.rerank]
     if args.probe_only:
-        print("PROBE " + json.dumps(probe(work, work / "queries.npy", work / f"truth_{args.queries}.npy", settings)))
+        print("PROBE " + json.dumps(probe(work, work / "queries.npy", work / f"truth_{args.queries}.npy", settings, args.cold)))
         return
     emb = real_embeddings(args.images, args.work / "real_embeddings.npy")
     mix = fit_mixture(emb, args.components)
@@ -231,7 +254,7 @@ def main() -> None:
     res["truth_s"] = round(time.perf_counter() - t0, 1)
     res["disk_bytes"] = {p.name.split(".", 1)[-1]: p.stat().st_size for p in (work / "store").iterdir() if not p.name.startswith(".")}
     out = subprocess.run([sys.executable, __file__, "--probe-only", "--n", str(args.n), "--queries", str(args.queries),
-                          "--work", str(args.work), "--nprobe", *map(str, args.nprobe), "--rerank", *map(str, args.rerank)],
+                          "--work", str(args.work), "--cold", str(args.cold), "--nprobe", *map(str, args.nprobe), "--rerank", *map(str, args.rerank)],
                          capture_output=True, text=True, check=True)  # fmt: skip
     res["probe"] = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("PROBE "))[6:])
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
