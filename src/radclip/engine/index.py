@@ -56,7 +56,7 @@ class IndexConfig:
     ivf_pq_m: int = 64  # PQ bytes per vector (512-d: 8 dims per sub-quantizer)
     ivf_pq_nbits: int = 8  # bits per PQ sub-code
     # 1M mixture vectors, 1 thread, 2 busy cores: nprobe=32, rerank=800 -> recall@10 0.977, p50 6.7 ms,
-    # p95 10.7 ms; rerank=400 -> 0.937 (PQ ranking, not list coverage, limits recall: nprobe 16 -> 64 adds <0.02)
+    # p95 10.7 ms (4M: 0.912, p95 16.8 ms); rerank=400 -> 0.937 (PQ ranking, not list coverage, limits recall)
     ivf_nprobe: int = 32  # lists scanned per query
     ivf_rerank: int = 800  # candidates re-scored exactly from the vector file (1,600: p50 24 ms, +0.01 recall)
     ivf_train_size: int = 100_000  # vectors sampled to train k-means + PQ (at least 39 per list is enforced)
