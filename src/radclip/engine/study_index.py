@@ -270,8 +270,8 @@ class StudyIndex:
         with self._lock:
             index = self._require()[1]  # read under the lock: a concurrent compaction may have replaced it
             index.add(vecs[fresh], ids[fresh])
-            if index.kind == "flat" and index.live >= self.config.hnsw_threshold:
-                index = self.index = index.compacted()  # grew past the threshold: switch to HNSW
+            if index.outgrown:
+                index = self.index = index.compacted()  # grew past a threshold: flat -> HNSW -> IVF-PQ
             staged = self.store.stage(key, index, {"image_version": self.embedder.version})
         self.store.commit(staged)
         return int(fresh.sum())

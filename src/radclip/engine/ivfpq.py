@@ -1,0 +1,168 @@
+"""Archive-scale search: FAISS IVF-PQ candidates re-ranked exactly from a memory-mapped float16 vector file.
+
+:class:`~radclip.engine.index.VectorIndex` uses this for ``kind="ivfpq"``. The FAISS index holds
+only PQ codes (``m`` bytes per vector at 8 bits) and row numbers; the full vectors live on disk
+in :class:`RerankVectors` (``rows x dim`` float16, row order = add order) and only the top
+``rerank`` candidate rows of each query are read back, so memory stays ~``m + 16`` bytes per
+vector while the returned scores are exact cosines (float16 storage: error below 1e-3).
+A row number maps to its database id through ``row_ids``; a deleted row keeps its place on disk
+(id set to -1) and is removed from the IVF lists for real (``remove_ids``).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VECTOR_DTYPE = np.float16
+
+
+@dataclass(frozen=True)
+class IVFPQParams:
+    nlist: int  # inverted lists (k-means centroids of the coarse quantizer)
+    m: int  # PQ sub-quantizers (bytes per code at 8 bits); must divide dim
+    nbits: int  # bits per sub-quantizer code
+    nprobe: int  # lists scanned per query
+    rerank: int  # candidates re-scored exactly from the vector file
+    train_size: int  # vectors sampled for k-means + PQ training
+    kmeans_iter: int  # k-means iterations (coarse quantizer and PQ codebooks)
+
+
+def auto_nlist(n: int) -> int:
+    """~4 sqrt(n) lists, a power of two, with at least 39 training points per list (FAISS's own floor)."""
+    target = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 1)))
+    cap = 2 ** int(math.log2(max(n // 39, 1)))
+    return int(max(1, min(target, cap)))
+
+
+def new_trained(sample: np.ndarray, p: IVFPQParams) -> Any:
+    """An empty, trained IVF-PQ index (inner product) for vectors like ``sample``."""
+    import faiss
+
+    dim = sample.shape[1]
+    if dim % p.m:
+        raise ValueError(f"IVF-PQ needs dim ({dim}) divisible by IndexConfig.ivf_pq_m ({p.m}); pick a divisor such as {dim // 8}")
+    if len(sample) < p.nlist:
+        raise ValueError(f"IVF-PQ training needs at least nlist={p.nlist} vectors, got {len(sample)}: "
+                         "build it from more vectors or lower IndexConfig.ivf_nlist")  # fmt: skip
+    index = faiss.index_factory(dim, f"IVF{p.nlist},PQ{p.m}x{p.nbits}", faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = p.kmeans_iter
+    ivf = faiss.downcast_index(index)
+    ivf.pq.cp.niter = p.kmeans_iter
+    ivf.do_polysemous_training = False  # only used by polysemous search (not ours); 7x the training time
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = p.nprobe
+    return index
+
+
+def training_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    if len(vectors) <= size:
+        return vectors
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False))
+    return vectors[rows]
+
+
+class RerankVectors:
+    """``rows x dim`` float16 vectors in a file (memory-mapped, read by row) plus row -> database id.
+
+    A file opened from the store is never written: the first :meth:`append` copies it to a private
+    scratch file (removed when this object goes away), so a saved index stays as checksummed.
+    """
+
+    def __init__(self, dim: int, path: Path | None = None, row_ids: np.ndarray | None = None,
+                 scratch_dir: str | None = None) -> None:  # fmt: skip
+        self.dim = int(dim)
+        self.row_ids = np.asarray(row_ids if row_ids is not None else np.zeros(0, np.int64), dtype=np.int64).copy()
+        self._scratch_dir = scratch_dir
+        self.path: Path | None = Path(path) if path is not None else None
+        self._owned = False
+        self._mm: np.memmap | None = None
+        if self.path is not None and self.path.stat().st_size != self.rows * self.dim * 2:
+            raise ValueError(f"{self.path}: {self.path.stat().st_size} bytes, expected {self.rows} rows of {self.dim} float16")
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_ids)
+
+    def _own(self) -> Path:
+        """A private, writable file holding the current rows (copied from a store file once)."""
+        if self._owned and self.path is not None:
+            return self.path
+        d = Path(self._scratch_dir or tempfile.gettempdir())
+        d.mkdir(parents=True, exist_ok=True)
+        scratch = d / f"radclip-ivfpq-{os.getpid()}-{uuid.uuid4().hex[:12]}.f16"
+        if self.path is not None:
+            shutil.copyfile(self.path, scratch)
+        else:
+            scratch.touch()
+        weakref.finalize(self, _unlink, scratch)
+        self.path, self._owned, self._mm = scratch, True, None
+        return scratch
+
+    def append(self, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Write rows at the end; returns their row numbers."""
+        path = self._own()
+        with open(path, "ab") as f:
+            f.write(np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE).tobytes())
+        start = self.rows
+        self.row_ids = np.concatenate([self.row_ids, np.asarray(ids, np.int64)])
+        self._mm = None
+        return np.arange(start, self.rows, dtype=np.int64)
+
+    def _map(self) -> np.memmap:
+        if self._mm is None:
+            assert self.path is not None
+            self._mm = np.memmap(self.path, dtype=VECTOR_DTYPE, mode="r", shape=(self.rows, self.dim))
+            raw = getattr(self._mm, "_mmap", None)
+            if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+                raw.madvise(mmap.MADV_RANDOM)  # candidate rows are scattered: no read-ahead
+        return self._mm
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """float32 copies of ``rows`` (sorted row numbers read in file order)."""
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._map()[rows], dtype=np.float32)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row numbers of the live rows whose database id is in ``ids``."""
+        return np.flatnonzero(np.isin(self.row_ids, np.asarray(ids, np.int64)) & (self.row_ids >= 0)).astype(np.int64)
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.row_ids >= 0).astype(np.int64)
+
+    def write_copy(self, vectors_to: Path, ids_to: Path) -> None:
+        """Copy the vector file and write the row ids (the store's staging step)."""
+        if self.path is None or self.rows == 0:
+            vectors_to.write_bytes(b"")
+        else:
+            shutil.copyfile(self.path, vectors_to)
+        self.row_ids.tofile(ids_to)
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def rerank(queries: np.ndarray, cand: np.ndarray, vectors: RerankVectors, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (scores, database ids) among each query's candidate rows (-1 = none)."""
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_i = np.full((len(queries), k), -1, np.int64)
+    for r, q in enumerate(queries):
+        rows = np.unique(cand[r][cand[r] >= 0])  # sorted: the file is read front to back
+        if not len(rows):
+            continue
+        scores = vectors.take(rows) @ q
+        top = np.argsort(-scores, kind="stable")[:k]
+        out_s[r, : len(top)], out_i[r, : len(top)] = scores[top], vectors.row_ids[rows[top]]
+    return out_s, out_i
