@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 DAY_S = 86400.0
+STALE_TMP_S = 3600.0  # a half-written study folder this old was left by a crash: deleted on the next prune
 
 
 @dataclass(frozen=True)
@@ -213,4 +214,10 @@ class ReviewStore:
         doomed = old + keep[: max(0, len(keep) - c.max_studies)]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
+        for tmp in self.root.glob(".tmp-*") if self.root.is_dir() else []:  # a write cut short by a crash
+            try:
+                if tmp.stat().st_mtime < now - STALE_TMP_S:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except FileNotFoundError:
+                continue
         return len(doomed)
