@@ -82,6 +82,11 @@ def test_heatmaps_of_both_versions_are_kept_and_drawn(server: Any, discordant_he
     ops.shadow.drain()
     alone = f"sha256:{hashlib.sha256(png(8100)).hexdigest()}"
     assert call(server, "GET", _url(alone, refs["production"], "Effusion"), "reader").status_code == 404
+    # audited like the list, with the study as a keyed pseudonym (never the study key itself)
+    access = server.app.state.radclip_access
+    seen = [r for r in access.audit.rows() if r.action == "review-heatmap"]
+    assert len(seen) == 6 and [r.outcome for r in seen[:2]] == [200, 200]
+    assert seen[0].study == access.pseudonymiser.pseudonym(study["study_key"], kind="study") != study["study_key"]
     # the same role as the list: a key is needed
     import httpx
 
@@ -95,7 +100,7 @@ def test_heatmaps_of_both_versions_are_kept_and_drawn(server: Any, discordant_he
 
 def test_the_heatmap_answer_is_documented(server: Any) -> None:
     doc = call(server, "GET", "/openapi.json").json()
-    op = doc["paths"]["/api/v1/review/discordant/{study}/heatmap"]["get"]
+    op = doc["paths"]["/api/v1/review/discordant/{study_id}/heatmap"]["get"]
     assert list(op["responses"]["200"]["content"]) == ["image/png"]
     assert op["x-radclip-role"] == "reader" and op["x-radclip-audit"] == "review-heatmap"
     for code in ("401", "403", "404", "422", "429", "503"):

@@ -3,7 +3,7 @@
 Built on each request from the prediction log (production beside canary/shadow, keyed by study),
 the readers' feedback and production's operating points (:mod:`radclip.engine.discordance`). A
 reviewer's verdict is recorded through ``POST /api/v1/feedback``, so it also feeds the live AUC.
-``GET /api/v1/review/discordant/{study}/heatmap`` draws one version's map of one finding over the
+``GET /api/v1/review/discordant/{study_id}/heatmap`` draws one version's map of one finding over the
 study's thumbnail, from the review store (:mod:`radclip.lifecycle.review_store`).
 """
 
@@ -59,11 +59,11 @@ PNG_ANSWER = {200: {"description": "the heat map over the study's thumbnail (RGB
                     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}  # fmt: skip
 
 
-@router.get("/discordant/{study}/heatmap", response_class=Response, responses=PNG_ANSWER,
+@router.get("/discordant/{study_id}/heatmap", response_class=Response, responses=PNG_ANSWER,
             summary="One version's heat map of one finding over a served study's thumbnail")  # fmt: skip
 async def heatmap(
     request: Request,
-    study: str = PathParam(
+    study_id: str = PathParam(
         ..., min_length=1, max_length=300, description="the study key of the discordant list"
     ),
     version: str = Query(
@@ -78,7 +78,7 @@ async def heatmap(
     from radclip.lifecycle.review_store import NotStored, UnknownFinding
 
     try:
-        png = await run_in_threadpool(ops.shadow.review.overlay_png, study, version, finding)
+        png = await run_in_threadpool(ops.shadow.review.overlay_png, study_id, version, finding)
     except NotStored as exc:
         raise ProblemError(404, "Heat map not kept", str(exc.args[0]),
                            "pick a study and a `calls[].ref` from GET /api/v1/review/discordant", "heatmap-not-kept") from None  # fmt: skip

@@ -1,6 +1,6 @@
 // The discordance review page: GET /api/v1/review/discordant, one row per discordant finding; a verdict is feedback.
 // Each row shows production's and the candidate's heat maps of the finding side by side
-// (GET /api/v1/review/discordant/{study}/heatmap), fetched with the API key when the row scrolls into view.
+// (GET /api/v1/review/discordant/{study_id}/heatmap), fetched with the API key when the row scrolls into view.
 
 import { apiKey, getJson, h, postJson, request, showError } from "./api.js";
 
