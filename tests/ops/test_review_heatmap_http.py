@@ -86,7 +86,11 @@ def test_heatmaps_of_both_versions_are_kept_and_drawn(server: Any, discordant_he
     access = server.app.state.radclip_access
     seen = [r for r in access.audit.rows() if r.action == "review-heatmap"]
     assert len(seen) == 6 and [r.outcome for r in seen[:2]] == [200, 200]
-    assert seen[0].study == access.pseudonymiser.pseudonym(study["study_key"], kind="study") != study["study_key"]
+    assert (
+        seen[0].study
+        == access.pseudonymiser.pseudonym(study["study_key"], kind="study")
+        != study["study_key"]
+    )
     # the same role as the list: a key is needed
     import httpx
 
