@@ -10,9 +10,7 @@ import pytest
 from tests.ops.ops_helpers import SHIPPED
 
 
-@pytest.fixture(scope="session")
-def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped triage network with its classifier negated: a second real version (and a clearly worse one)."""
+def _negated_head(out_dir: Path, tag: str, negate_intercepts: bool) -> Path:
     import dataclasses
 
     import torch
@@ -24,14 +22,32 @@ def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():  # a negated head ranks every finding in reverse: a real, clearly worse version
         model.classifier.weight.neg_()
         model.classifier.bias.neg_()
-    out = tmp_path_factory.mktemp("v2") / "triage-v2.safetensors"
+    out = out_dir / f"triage-{tag}.safetensors"
     sha = save_state_dict(model.state_dict(), out)
-    calibration = dict(card.calibration)  # negated intercepts too: sigmoid(-z/T - b) = 1 - p, every finding reversed
-    if "bias" in calibration:
-        calibration["bias"] = {k: -float(v) for k, v in calibration["bias"].items()}
-    v2 = dataclasses.replace(card, version=f"{card.version}-head2", weights_file=out.name, weights_sha256=sha, calibration=calibration)
-    v2.save(out.with_name("triage-v2.card.json"))
+    calibration = dict(card.calibration or {})
+    if negate_intercepts:
+        calibration["bias"] = {k: -float(v) for k, v in (calibration.get("bias") or {}).items()}
+    v2 = dataclasses.replace(card, version=f"{card.version}-{tag}", weights_file=out.name, weights_sha256=sha,
+                             calibration=calibration)  # fmt: skip
+    v2.save(out.with_name(f"triage-{tag}.card.json"))
     return out
+
+
+@pytest.fixture(scope="session")
+def changed_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped triage network with its classifier negated: a second real version (and a clearly worse one)."""
+    return _negated_head(tmp_path_factory.mktemp("v2"), "head2", negate_intercepts=False)
+
+
+@pytest.fixture(scope="session")
+def discordant_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The negated head with its Platt intercepts negated too, so its calls cross the operating points.
+
+    The shipped card's per-label intercepts (about -2) keep both the shipped and the merely negated
+    head below 0.5 on noise images, so their calls agree; negating the intercepts puts this version's
+    probabilities above 0.5 where production's stay below: every study is discordant.
+    """
+    return _negated_head(tmp_path_factory.mktemp("v3"), "flip3", negate_intercepts=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,14 @@ N = 12
 
 
 def test_review_lists_the_studies_where_shadow_or_feedback_disagree(
-    server: Any, changed_head_weights: Path
+    server: Any, discordant_head_weights: Path
 ) -> None:
     from radclip.integrations.operating_points import triage_operating_points
 
     ops = server.app.state.radclip_ops
-    v2 = call(server, "POST", "/api/v1/models", json={"path": str(changed_head_weights)}).json()["changed"][
-        0
-    ]["version"]
+    v2 = call(server, "POST", "/api/v1/models", json={"path": str(discordant_head_weights)}).json()[
+        "changed"
+    ][0]["version"]
     assert call(server, "POST", f"/api/v1/models/{SHIPPED}@{v2}/shadow").status_code == 200
     seeds = range(5000, 5000 + N)
     for seed in seeds:

@@ -1,4 +1,4 @@
-"""The discordance review page in Chromium: lists what the API lists, and a verdict is stored as the reader's feedback.
+"""The discordance review page in Chromium: lists what the API lists, shows both versions' heat maps, stores a verdict.
 
 Server: the shipped triage model in production and the same network with its head negated as the
 shadow (a real, clearly different second version), a tiny image-text model, open loopback mode.
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
-from tests.ops.conftest import changed_head_weights  # noqa: F401 (fixture)
+from tests.ops.conftest import discordant_head_weights  # noqa: F401 (fixture)
 from tests.ops.ops_helpers import SHIPPED, png
 from tests.ui.conftest import ARTIFACTS, DOCS_SHOTS, update_docs
 
@@ -27,7 +27,7 @@ def _post(url: str, path: str, **kw: Any) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def review_server(
-    changed_head_weights: Path,  # noqa: F811 (the fixture imported above)
+    discordant_head_weights: Path,  # noqa: F811 (the fixture imported above)
     tiny_clip_weights: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
@@ -41,9 +41,9 @@ def review_server(
     app = create_app(settings)
     with BackgroundServer(app) as srv:
         ops = app.state.radclip_ops
-        v2 = _post(srv.url, "/api/v1/models", json={"path": str(changed_head_weights)}).json()["changed"][0][
-            "version"
-        ]
+        v2 = _post(srv.url, "/api/v1/models", json={"path": str(discordant_head_weights)}).json()["changed"][
+            0
+        ]["version"]
         _post(srv.url, f"/api/v1/models/{SHIPPED}@{v2}/shadow")
         for seed in range(7000, 7004):  # production and the shadow score these
             _post(srv.url, "/api/v1/screen", content=png(seed), headers={"Content-Type": "image/png"})
@@ -60,6 +60,20 @@ def review_server(
         )
         srv.ops = ops  # type: ignore[attr-defined]
         yield srv
+
+
+def _heatmaps_load(page: Any, study_key: str, finding: str) -> None:
+    """Both versions' heat maps of this row are decoded images (naturalWidth > 0), production's first."""
+    sel = f'#review-table tbody tr[data-study="{study_key}"][data-finding="{finding}"] img.heatmap'
+    page.locator(sel).first.scroll_into_view_if_needed()  # they load lazily, when the row is in view
+    page.wait_for_function(
+        "sel => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth > 0); }",
+        arg=sel,
+        timeout=60_000,
+    )
+    roles = page.locator(sel).evaluate_all("imgs => imgs.map((i) => [i.dataset.role, i.naturalWidth])")
+    assert roles == [["production", 128], ["shadow", 128]], roles
 
 
 def test_review_page_lists_discordant_findings_and_records_a_verdict(
@@ -95,10 +109,15 @@ def test_review_page_lists_discordant_findings_and_records_a_verdict(
     )
     prod = next(c for c in f0["calls"] if c["role"] == "production")
     assert f"{prod['probability']:.3f}" in row.locator("td").nth(3).inner_text()
+    assert feedback_rows.locator("td.heatmaps").inner_text() == "one version scored this study"
+    newest_pair = api["discordant"][1]  # below the feedback-only study: in view at the top of the page
+    _heatmaps_load(page, newest_pair["study_key"], newest_pair["findings"][0]["finding"])
+    page.evaluate("window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = page.screenshot(path=str(ARTIFACTS / "review.png"))
     if update_docs():
         (DOCS_SHOTS / "review.png").write_bytes(shot)
+    _heatmaps_load(page, first["study_key"], f0["finding"])  # the oldest study, loaded when scrolled to
     row.locator("button[data-verdict=present]").click()
     expect(row.locator(".recorded")).to_have_text("present · created")
     labels = review_server.ops.feedback.window(10).as_mapping()

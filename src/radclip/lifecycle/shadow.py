@@ -2,7 +2,9 @@
 
 The request hands the decoded tensor and its answer to :meth:`ShadowWorker.submit` and returns; one
 daemon thread does the rest. Nothing here can reach a response: a full queue drops the job (counted),
-and a shadow or logging failure is counted and logged, never raised.
+and a shadow or logging failure is counted and logged, never raised. When more than one version
+scored the study, each version's class activation maps (the answer's from the request's own pass)
+and a thumbnail go to the review store, for the discordance review's heat maps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from typing import Any
 
 from radclip.engine.served_predictions import Prediction, PredictionLog
+from radclip.lifecycle.review_store import ReviewStore, version_maps
 from radclip.lifecycle.routing import Choice
 
 log = logging.getLogger(__name__)
@@ -31,8 +34,11 @@ def _split(ref: str) -> tuple[str, str]:
 class ShadowWorker:
     """One thread: shadow inference and the prediction log. ``outcomes`` counts ok / failed / dropped jobs."""
 
-    def __init__(self, predictions: PredictionLog, registry: Any | None = None) -> None:
+    def __init__(
+        self, predictions: PredictionLog, registry: Any | None = None, review: ReviewStore | None = None
+    ) -> None:
         self.predictions = predictions
+        self.review = review  # heat maps of studies scored by more than one version (None: not kept)
         self._queue: queue.Queue[tuple[Choice, Any, Any] | None] = queue.Queue(QUEUE_MAX)
         self.outcomes = {"ok": 0, "failed": 0, "dropped": 0}
         self._counter = None
@@ -73,7 +79,7 @@ class ShadowWorker:
         answered = Prediction(
             choice.study_key, *_split(choice.answer.ref), choice.answer.stage, _scores(answer_result)
         )
-        rows = [answered]
+        rows, scored = [answered], [(choice.answer, answer_result)]
         try:
             # Each version's role is its stage at serve time; a canary-answered study gets production's
             # scores too, so the live AUC comparison is paired on the same studies.
@@ -81,10 +87,15 @@ class ShadowWorker:
                 x for x in (choice.production, choice.shadow) if x is not None and x.ref != choice.answer.ref
             ]
             for served in extra:
-                scores = _scores(served.runner.run(contract))
-                rows.append(Prediction(choice.study_key, *_split(served.ref), served.stage, scores))
+                result = served.runner.run(contract)
+                scored.append((served, result))
+                rows.append(Prediction(choice.study_key, *_split(served.ref), served.stage, _scores(result)))
         finally:  # the answer's prediction is logged even when a shadow run fails
             self.predictions.record(rows)
+        if self.review is not None and len(scored) > 1:
+            size = self.review.config.map_size
+            maps = {s.ref: version_maps(s.runner, r, size) for s, r in scored}
+            self.review.save(choice.study_key, contract[0], maps, answer_result.labels)
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued job is done (tests, shutdown)."""

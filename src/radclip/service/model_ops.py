@@ -28,6 +28,7 @@ def build_model_ops(settings: Any, state: Any, engine: Any) -> ModelOps | None:
     from radclip.engine.served_predictions import PredictionLog
     from radclip.lifecycle.deployment import build_lifecycle
     from radclip.lifecycle.feedback_monitor import FeedbackMonitor
+    from radclip.lifecycle.review_store import ReviewStore
     from radclip.lifecycle.shadow import ShadowWorker
 
     try:
@@ -38,7 +39,8 @@ def build_model_ops(settings: Any, state: Any, engine: Any) -> ModelOps | None:
         return None
     predictions, feedback = PredictionLog(engine), FeedbackStore(engine)
     monitor = FeedbackMonitor(lifecycle, feedback, predictions, state.metrics.registry)
-    return ModelOps(lifecycle, ShadowWorker(predictions, state.metrics.registry), feedback, monitor)
+    worker = ShadowWorker(predictions, state.metrics.registry, ReviewStore.for_home(settings.home))
+    return ModelOps(lifecycle, worker, feedback, monitor)
 
 
 def get_model_ops(request: Any) -> ModelOps | None:

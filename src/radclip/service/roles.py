@@ -49,6 +49,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/conditions/{name}"): Rule(ADMIN),
     ("POST", "/api/v1/feedback"): Rule(READER, "feedback"),
     ("GET", "/api/v1/review/discordant"): Rule(READER, "review-discordant"),
+    ("GET", "/api/v1/review/discordant/{study_id}/heatmap"): Rule(READER, "review-heatmap"),
     ("GET", "/api/v1/models"): Rule(ADMIN),
     ("GET", "/api/v1/models/history"): Rule(ADMIN),
     ("POST", "/api/v1/models"): Rule(ADMIN),

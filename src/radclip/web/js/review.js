@@ -1,6 +1,8 @@
 // The discordance review page: GET /api/v1/review/discordant, one row per discordant finding; a verdict is feedback.
+// Each row shows production's and the candidate's heat maps of the finding side by side
+// (GET /api/v1/review/discordant/{study_id}/heatmap), fetched with the API key when the row scrolls into view.
 
-import { apiKey, getJson, h, postJson, showError } from "./api.js";
+import { apiKey, getJson, h, postJson, request, showError } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const fmt = (p) => p.toFixed(3);
@@ -17,6 +19,46 @@ function callCell(calls) {
   return h("td", {}, ...calls.map((c) => h("div", {},
     h("span", { className: c.called ? "call-yes" : "call-no" }, `${c.called ? "present" : "absent"} ${fmt(c.probability)}`),
     h("span", { className: "ref" }, `${c.ref} · ${c.role}`))));
+}
+
+let objectUrls = []; // revoked on each refresh: the maps are PHI-adjacent and must not pile up in memory
+
+export function heatmapPath(studyKey, ref, finding) {
+  const q = new URLSearchParams({ version: ref, finding });
+  return `/api/v1/review/discordant/${encodeURIComponent(studyKey)}/heatmap?${q}`;
+}
+
+async function loadHeatmap(img) {
+  const { study, ref, finding } = img.dataset;
+  try {
+    const r = await request(heatmapPath(study, ref, finding));
+    const url = URL.createObjectURL(await r.blob());
+    objectUrls.push(url);
+    img.src = url;
+  } catch (e) {
+    img.replaceWith(h("span", { className: "heat-missing muted", title: e.detail || e.message }, "no heat map kept"));
+  }
+}
+
+const lazy = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    lazy.unobserve(entry.target);
+    loadHeatmap(entry.target);
+  }
+}, { rootMargin: "300px" });
+
+function heatmapCell(study, finding) {
+  const prod = finding.calls.find((c) => c.role === "production");
+  const other = finding.calls.find((c) => c.role !== "production");
+  if (!prod || !other) return h("td", { className: "heatmaps muted" }, "one version scored this study");
+  const figure = (call) => {
+    const img = h("img", { className: "heatmap", width: 128, height: 128, dataset: { study: study.study_key, ref: call.ref, finding: finding.finding, role: call.role },
+      alt: `${call.role} heat map of ${finding.finding} (${call.ref})` });
+    lazy.observe(img);
+    return h("figure", {}, img, h("figcaption", {}, call.role));
+  };
+  return h("td", { className: "heatmaps" }, figure(prod), figure(other));
 }
 
 function verdictCell(study, finding) {
@@ -46,7 +88,7 @@ function rows(study) {
     return h("tr", { className: i === 0 ? "first" : "", dataset: { study: study.study_key, finding: f.finding } },
       h("td", { className: "study", title: study.study_key }, i === 0 ? study.study_key.slice(0, 19) + "…" : ""),
       h("td", {}, f.finding), h("td", { className: "num" }, fmt(f.threshold)),
-      callCell(prod), callCell(other), h("td", {}, feedback),
+      callCell(prod), callCell(other), heatmapCell(study, f), h("td", {}, feedback),
       h("td", { className: "kinds" }, ...f.kinds.map((k) => h("span", {}, k === "model" ? "versions disagree" : "feedback disagrees"))),
       verdictCell(study, f));
   });
@@ -57,6 +99,9 @@ export async function load() {
   const body = $("review-table").tBodies[0];
   try {
     const data = await getJson("/api/v1/review/discordant");
+    lazy.disconnect();
+    objectUrls.forEach((u) => URL.revokeObjectURL(u));
+    objectUrls = [];
     body.replaceChildren(...data.discordant.flatMap(rows));
     $("review-empty").hidden = data.discordant.length > 0;
     $("review-summary").textContent =
