@@ -114,12 +114,15 @@ def test_storescu_to_radclip_puts_results_in_pacs_and_fhir(tiny_models: tuple[Pa
             assert {k: client.count(k) for k in counts} == counts
         assert len(_study_instances(orthanc, study)) == 3
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:  # graceful: the SCP stops, the delivery worker finishes its pass, the pipeline closes (seconds when idle)
+        # SIGTERM, as a service manager stops it: SIGINT may be ignored in a background job (POSIX shells start
+        # them so), and then the listener would never hear it. Graceful: the SCP stops, the delivery worker
+        # finishes its pass, the pipeline closes.
+        proc.send_signal(signal.SIGTERM)
+        try:
             out, _ = proc.communicate(timeout=180)
         except subprocess.TimeoutExpired:
             proc.kill()
-            pytest.fail(f"'radclip pacs listen' did not stop within 180 s of SIGINT; its log ends:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"'radclip pacs listen' did not stop within 180 s of SIGTERM; its log ends:\n{log.read_text()[-3000:]}")
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["received"]["processed"] == 2 and summary["received"]["dicom_results"] == 4
     assert summary["outbox"] == {"pending": 0, "delivered": 1, "failed": 0}

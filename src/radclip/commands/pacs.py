@@ -101,6 +101,22 @@ def _stack(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, Any, Any]
     return pipeline, ingestor, queue, client
 
 
+def _stop_on_signals(stop: Any) -> None:
+    """SIGTERM (systemd, Kubernetes, ``kill``) and SIGINT (Ctrl-C) end the listener gracefully.
+
+    SIGINT keeps its inherited disposition when it is ignored (a shell starts background jobs that
+    way, and so does ``nohup``-style supervision): only SIGTERM is taken over then.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+
 def _listen(args: argparse.Namespace, settings: Any) -> int:
     import threading
 
@@ -114,8 +130,10 @@ def _listen(args: argparse.Namespace, settings: Any) -> int:
         json.dumps({"listening": f"{args.host}:{scp.port}", "ae_title": args.ae_title, "fhir": bool(client)}),
         flush=True,
     )
+    stop = threading.Event()
+    _stop_on_signals(stop)
     try:
-        threading.Event().wait(args.max_seconds)
+        stop.wait(args.max_seconds)
     except KeyboardInterrupt:
         pass
     finally:
