@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from radclip.engine.model_stages import ModelStages, VersionInfo
@@ -23,11 +24,11 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0  # how stale another process's stage change may be here; one indexed query per second at most
 
 
-def load_triage_version(info: VersionInfo) -> Any:
-    """A PyTorch TriageRunner for a registered version; the card's sha256 check refuses altered weights."""
+def load_triage_version(info: VersionInfo, device: str = "cpu") -> Any:
+    """A PyTorch TriageRunner for a registered version on ``device``; the card's sha256 check refuses altered weights."""
     from radclip.runtime.triage_runner import TriageRunner
 
-    return TriageRunner.load(info.path)
+    return TriageRunner.load(info.path, device=device)
 
 
 class ModelLifecycle:
@@ -107,6 +108,7 @@ def build_lifecycle(settings: Any, configured: Any, engine: Any) -> ModelLifecyc
     """The lifecycle of the configured triage model; registers it as production when its name has none yet."""
     from radclip.engine.model_stages import StageError
     from radclip.models.registry import find_card
+    from radclip.runtime.loading import accelerator_for
 
     stages = ModelStages(engine)
     card, card_path = find_card(settings.triage_model)
@@ -115,4 +117,6 @@ def build_lifecycle(settings: Any, configured: Any, engine: Any) -> ModelLifecyc
             stages.register(card_path, "service-start", "production")
         except StageError as exc:  # e.g. this version was registered and retired: the registry decides
             log.warning("configured triage model not registered as production: %s", exc)
-    return ModelLifecycle(stages, card.name, configured, card.weights_sha256)
+    # Registered versions run where the configured model's PyTorch runner would (RADCLIP_DEVICE).
+    loader = partial(load_triage_version, device=accelerator_for(settings).device)
+    return ModelLifecycle(stages, card.name, configured, card.weights_sha256, loader=loader)

@@ -16,19 +16,21 @@ import numpy as np
 class ClipRunner:
     backend = "pytorch"
 
-    def __init__(self, model: Any, card: Any) -> None:
-        self.model = model.eval()
+    def __init__(self, model: Any, card: Any, device: str = "cpu") -> None:
+        # fp32 on either device: fp16 on CUDA is not enabled (its parity was never checked on a GPU; runtime/accelerator.py)
+        self.device = device  # torch device, chosen once at start; the model moves its inputs to it
+        self.model = (model.to(device) if device != "cpu" else model).eval()
         self.card = card
         self.dim = int(model.embed_dim)
         self.version = f"{card.name}@{card.version}"
         self._lock = threading.Lock()  # tokenizers are not guaranteed re-entrant; encoding is short
 
     @classmethod
-    def load(cls, name_or_path: str) -> ClipRunner:
+    def load(cls, name_or_path: str, device: str = "cpu") -> ClipRunner:
         from radclip.models.registry import load_pretrained
 
         model, card = load_pretrained(name_or_path)
-        return cls(model, card)
+        return cls(model, card, device)
 
     @property
     def input_size(self) -> int:
@@ -44,7 +46,7 @@ class ClipRunner:
             return np.zeros((0, self.dim), np.float32)
         with self._lock, torch.inference_mode():
             out = self.model.encode_text(list(texts), normalize=True)
-        return out.float().numpy()
+        return out.float().cpu().numpy()
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) contract tensors -> (N, dim) L2-normalised embeddings."""
@@ -53,4 +55,4 @@ class ClipRunner:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():
             out = self.model.encode_image(x, normalize=True)
-        return out.float().numpy()
+        return out.float().cpu().numpy()

@@ -11,18 +11,24 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from radclip.models.weights import sha256_file
+from radclip.runtime.accelerator import CPU_EP
 from radclip.runtime.triage_runner import TriageResult, TriageRunner
 
 log = logging.getLogger(__name__)
+CPU_PROVIDERS = (CPU_EP,)  # the sessions' providers unless runtime/accelerator.py selected others
 
 
-def session(path: Path, threads: int = 0, spinning: bool = False) -> Any:
+def session(
+    path: Path, threads: int = 0, spinning: bool = False, providers: Sequence[str] = CPU_PROVIDERS
+) -> Any:
+    """An inference session on ``providers`` (from :mod:`radclip.runtime.accelerator`; CPU alone by default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -34,7 +40,12 @@ def session(path: Path, threads: int = 0, spinning: bool = False) -> Any:
     # request threads, and spinning pool threads starve each other (2 cores, both sessions at
     # once under load: 19.8 ms spinning vs 4.6 ms not; docs/performance.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    # onnxruntime falls back (to CPU) when a GPU provider fails to load: say so once, at start
+    if sess.get_providers()[0] != providers[0]:
+        log.warning("%s runs on %s, not %s as selected; see the onnxruntime error above (CUDA/cuDNN/TensorRT libraries)",
+                    path.name, sess.get_providers(), list(providers))  # fmt: skip
+    return sess
 
 
 def find_exports(export_dir: Path, card: Any, partner: Any | None = None) -> dict[str, Path]:
@@ -65,9 +76,11 @@ def find_exports(export_dir: Path, card: Any, partner: Any | None = None) -> dic
 class OnnxTriageRunner(TriageRunner):
     backend = "onnxruntime"
 
-    def __init__(self, card: Any, path: Path, threads: int = 0) -> None:
+    def __init__(
+        self, card: Any, path: Path, threads: int = 0, providers: Sequence[str] = CPU_PROVIDERS
+    ) -> None:
         super().__init__(model=None, card=card)
-        self.session = session(path, threads)
+        self.session = session(path, threads, providers=providers)
         self.onnx_file = path
         self._onnx_sha = sha256_file(path)[:16]  # once: hashing the file per request cost ~5 ms
 
@@ -94,11 +107,12 @@ class OnnxScreenRunner:
 
     backend = "onnxruntime"
 
-    def __init__(self, triage: OnnxTriageRunner, path: Path, threads: int = 0) -> None:
+    def __init__(self, triage: OnnxTriageRunner, path: Path, threads: int = 0,
+                 providers: Sequence[str] = CPU_PROVIDERS) -> None:  # fmt: skip
         self.triage = triage
         # The one session on /screen's path: its pool may busy-wait between ops (3.1 ms vs 4.1-4.6 ms a
         # request without; docs/performance.md). The side-by-side sessions must not (they starve each other).
-        self.session = session(path, threads, spinning=True)
+        self.session = session(path, threads, spinning=True, providers=providers)
         self.onnx_file = path
 
     def run(self, contract: np.ndarray) -> tuple[TriageResult, np.ndarray]:
@@ -142,14 +156,15 @@ class OnnxClipRunner:
     backend = "onnxruntime"
 
     def __init__(self, card: Any, image_path: Path, text_path: Path, threads: int = 0, image_threads: int | None = None,
-                 precision: str = "fp32") -> None:  # fmt: skip
+                 precision: str = "fp32", providers: Sequence[str] = CPU_PROVIDERS) -> None:  # fmt: skip
         self.card = card
         self.precision = precision  # of the image tower; "int8" changes the version, so indexes and calibrations are not mixed
         self.version = f"{card.name}@{card.version}" + ("" if precision == "fp32" else f"+{precision}")
         self.dim = int(card.config.get("embed_dim", 512))
         self._size = int(card.preprocessing.input_size)
-        self.image_session = session(image_path, threads if image_threads is None else image_threads)
-        self.text_session = session(text_path, threads)
+        image_threads = threads if image_threads is None else image_threads
+        self.image_session = session(image_path, image_threads, providers=providers)
+        self.text_session = session(text_path, threads, providers=providers)
         self.tokenize = text_tokenizer(card.config.get("text", {}))
         self._lock = threading.Lock()
 

@@ -38,8 +38,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class TriageRunner:
     backend = "pytorch"
 
-    def __init__(self, model: Any, card: Any) -> None:
-        self.model = model
+    def __init__(self, model: Any, card: Any, device: str = "cpu") -> None:
+        # fp32 on either device: fp16 on CUDA is not enabled (its parity was never checked on a GPU; runtime/accelerator.py)
+        self.device = device  # torch device, chosen once at start by runtime/accelerator.py
+        self.model = model.to(device) if model is not None and device != "cpu" else model
         self.card = card
         self.labels = tuple(card.labels) if card.labels else NIH_LABELS
         # Calibrated p = sigmoid(logit / T + b) per label (b = 0 on temperature-only cards); see eval/calibration.py.
@@ -49,11 +51,11 @@ class TriageRunner:
         self.bin_counts = (card.calibration or {}).get("val_bin_counts")
 
     @classmethod
-    def load(cls, name_or_path: str) -> TriageRunner:
+    def load(cls, name_or_path: str, device: str = "cpu") -> TriageRunner:
         from radclip.models.registry import load_pretrained
 
         model, card = load_pretrained(name_or_path)
-        return cls(model, card)
+        return cls(model, card, device)
 
     @property
     def input_size(self) -> int:
@@ -67,8 +69,9 @@ class TriageRunner:
         from radclip.models.preprocess import to_model_input
 
         start = time.perf_counter()
-        out = self.model.predict(to_model_input(contract, self.card.preprocessing))
-        return self._result(out.logits[0].double().numpy(), out.features, (time.perf_counter() - start) * 1000)
+        out = self.model.predict(to_model_input(contract, self.card.preprocessing).to(self.device))
+        logits = out.logits[0].double().cpu().numpy()
+        return self._result(logits, out.features, (time.perf_counter() - start) * 1000)
 
     def _result(self, logits: np.ndarray, features: Any, ms: float) -> TriageResult:
         """Calibrate (per-label temperature and intercept) and attach the band; ``features`` is whatever ``cam`` needs."""
@@ -100,4 +103,4 @@ class TriageRunner:
         with torch.inference_mode():
             cams = class_activation_maps(result.features, head.weight, head.bias, [idx])
             cams = normalize_maps(upsample_maps(cams, self.input_size))
-        return cams[0, 0].float().numpy()
+        return cams[0, 0].float().cpu().numpy()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from radclip.runtime.accelerator import Accelerator
 from radclip.service.metrics import ServiceMetrics
 from radclip.settings import Settings
 
@@ -55,6 +56,7 @@ class ServiceState:
     screen_graph: Any | None = None  # radclip.runtime.onnx_backend.OnnxScreenRunner: triage + embedding in one pass
     screen_batcher: Any | None = None  # MicroBatcher over screen_graph
     drift: Any | None = None  # radclip.lifecycle.drift_monitor.DriftMonitor, fed by both image batchers
+    accelerator: Accelerator | None = None  # device and ONNX Runtime providers, selected once in build_state
     warmup: IndexWarmup = field(default_factory=IndexWarmup)
     load_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -157,6 +159,14 @@ class ServiceState:
                 out["registry"] = {"version": None, "unavailable": True}
         return out
 
+    def accelerator_status(self) -> dict[str, Any]:
+        """The device and ONNX Runtime providers the models were loaded on, or why none was selected."""
+        if self.accelerator is not None:
+            return self.accelerator.to_dict()
+        failed = "accelerator" in self.load_errors
+        return {"device": None, "onnx_providers": [], "requested": self.settings.device,
+                "reason": "selection failed (see load_errors)" if failed else "not selected: no model was loaded"}  # fmt: skip
+
     def readiness(self) -> dict[str, Any]:
         ready = self.triage is not None and self.screener is not None
         cache = self.text.stats() if self.text is not None else None
@@ -167,6 +177,7 @@ class ServiceState:
             "models": self.model_versions(),
             "index": self.warmup.to_dict(),
             "screen_path": "fused" if self.screen_graph is not None else "separate",
+            "accelerator": self.accelerator_status(),
             "text_cache": cache,
             "drift": self.drift.status() if self.drift is not None else {"state": "unavailable", "reason": "the image-text model is not loaded"},
             "load_errors": self.load_errors,
@@ -176,7 +187,7 @@ class ServiceState:
 def _load_triage(state: ServiceState) -> None:
     from radclip.runtime.loading import load_triage_runner
 
-    state.triage = load_triage_runner(state.settings)
+    state.triage = load_triage_runner(state.settings, state.accelerator)
     c = state.triage.card
     state.metrics.model_info.labels("triage", c.name, c.version, state.triage.backend).set(1)
 
@@ -191,7 +202,7 @@ def _load_engine(state: ServiceState) -> None:
     from radclip.runtime.loading import load_clip_runner
 
     s = state.settings
-    clip = state.clip = load_clip_runner(s)
+    clip = state.clip = load_clip_runner(s, state.accelerator)
     state.metrics.model_info.labels("clip", clip.card.name, clip.card.version, clip.backend).set(1)
     state.text = TextEmbeddingCache(clip, CacheConfig(redis_url=s.redis_url))
     s.home.mkdir(parents=True, exist_ok=True)
@@ -269,6 +280,14 @@ def build_state(settings: Settings) -> ServiceState:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    from radclip.runtime.loading import accelerator_for
+
+    try:
+        state.accelerator = accelerator_for(settings)
+        log.info("accelerator: %s", state.accelerator.reason)
+    except (RuntimeError, ValueError) as exc:  # RADCLIP_DEVICE=cuda unmet: models fail the same way
+        log.error("accelerator not selected: %s", exc)
+        state.load_errors["accelerator"] = f"{type(exc).__name__}: {exc}"
     for part, loader in (("triage", _load_triage), ("clip", _load_engine)):
         try:
             loader(state)
@@ -279,7 +298,8 @@ def build_state(settings: Settings) -> ServiceState:
         from radclip.runtime.loading import load_screen_runner
 
         try:
-            graph = state.screen_graph = load_screen_runner(settings, state.triage, state.clip)
+            graph = load_screen_runner(settings, state.triage, state.clip, state.accelerator)
+            state.screen_graph = graph
         except Exception as exc:  # an optimisation only: /screen falls back to the two graphs
             log.error("fused /screen graph not loaded, using two graphs: %s", exc)
             state.load_errors["screen"] = f"{type(exc).__name__}: {exc}"
