@@ -85,6 +85,9 @@ def test_refusals_name_the_problem(stages: ModelStages, tmp_path: Path) -> None:
         stages.promote("tri", "a")
     with pytest.raises(StageError, match="no model card"):
         stages.register(tmp_path / "nothing.safetensors", "a")
+    # "~user" with no such user made pathlib raise RuntimeError: a 500 on POST /api/v1/models (schemathesis)
+    with pytest.raises(StageError, match="names no home directory"):
+        stages.register("~radclip-no-such-user-0/x.safetensors", "a")
 
 
 def test_cli_moves_a_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

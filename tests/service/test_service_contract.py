@@ -160,3 +160,25 @@ def test_a_503_while_the_index_warms_says_when_to_retry(tmp_path: Path) -> None:
         state.warmup.state, state.warmup.detail = "failed", "FileNotFoundError: /srv/secret/corpus"
         r = c.get("/api/v1/studies")
         assert r.status_code == 503 and "retry-after" not in r.headers and "/srv/secret" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/retrieve", {"query": "pleural effusion", "top_k": True}),  # found by the 10k-case run (ST201)
+        ("/api/v1/retrieve", {"query": "pleural effusion", "top_k": "5"}),
+        ("/api/v1/retrieve", {"query": "pleural effusion", "top_k": 5.5}),
+        ("/api/v1/register-condition", {"name": "rib_fracture", "prompts": ["rib fracture"], "category": 3}),
+        ("/api/v1/feedback", {"upload_sha256": "0" * 64, "findings": {"Effusion": "yes"}}),
+    ],
+)
+def test_json_bodies_of_the_wrong_json_type_are_refused_as_the_schema_says(
+    tmp_path: Path, path: str, body: dict[str, Any]
+) -> None:
+    """Lax pydantic coerced true -> 1 and "5" -> 5, so the service accepted what its schema forbids."""
+    from tests.service.access_helpers import access_client
+
+    with access_client(tmp_path) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 422, (path, body, r.status_code, r.text)
+    assert r.headers["content-type"] == "application/problem+json"

@@ -123,7 +123,10 @@ def read_card(path: str | Path) -> tuple[Path, dict[str, object]]:
     """The weights file and its card's JSON for a ``.safetensors`` or ``.card.json`` path."""
     if "\x00" in str(path):
         raise StageError("the model path contains a NUL byte; pass the path of a .safetensors or .card.json file")
-    p = Path(path).expanduser().resolve()
+    try:
+        p = Path(path).expanduser().resolve()
+    except RuntimeError:  # "~someone/..." with no such user: found by schemathesis (a 500 before)
+        raise StageError(f"{str(path)[:200]!r}: '~' names no home directory here; pass an absolute path") from None
     if p.name.endswith(".card.json"):
         card_path = p
     elif p.suffix == ".safetensors":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from radclip.engine import registry as reg
@@ -102,7 +102,13 @@ class ScreenResponse(BaseModel):
     )
 
 
+# JSON bodies are validated strictly: lax pydantic turned `"top_k": true` or `"top_k": "5"` into 1 and 5,
+# accepting requests the OpenAPI document forbids (schemathesis ST201). Strict = only the documented JSON types.
+STRICT_BODY = ConfigDict(strict=True)
+
+
 class RetrieveRequest(BaseModel):
+    model_config = STRICT_BODY
     query: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK,
                        description="free-text description, e.g. 'left pleural effusion in elderly patient'")  # fmt: skip
     top_k: int = Field(default=10, ge=1, le=100)
@@ -115,6 +121,7 @@ class RetrieveResponse(BaseModel):
 
 
 class RegisterConditionRequest(BaseModel):
+    model_config = STRICT_BODY
     name: str = Field(min_length=1, max_length=reg.MAX_NAME, pattern=reg.NAME_RE.pattern,
                       description="slug: a letter, then letters/digits with single '_' or '-' between, e.g. 'rib_fracture'")  # fmt: skip
     prompts: list[Annotated[str, Field(min_length=reg.MIN_PROMPT_CHARS, max_length=reg.MAX_PROMPT_CHARS, pattern=SINGLE_SPACED)]] = Field(

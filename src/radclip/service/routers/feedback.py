@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["feedback"])
 
 
 class FeedbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: see schemas.STRICT_BODY
     study_instance_uid: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$",
                                            description="the study's DICOM StudyInstanceUID")  # fmt: skip
     upload_sha256: str | None = Field(

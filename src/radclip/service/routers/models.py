@@ -16,11 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from radclip.service.auth import PRINCIPAL
 from radclip.service.model_ops import ModelOps, get_model_ops
 from radclip.service.problems import ProblemError
+from radclip.service.schemas import STRICT_BODY
 
 router = APIRouter(prefix="/api/v1/models", tags=["model operations"])
 
 
 class RegisterBody(BaseModel):
+    model_config = STRICT_BODY
     path: str = Field(
         min_length=1, max_length=4096, description="a .safetensors on the server, its .card.json beside it"
     )
@@ -28,10 +30,12 @@ class RegisterBody(BaseModel):
 
 
 class CanaryBody(BaseModel):
+    model_config = STRICT_BODY
     percent: float = Field(gt=0, lt=100, description="share of studies the canary answers, e.g. 10, 25, 50")
 
 
 class ReasonBody(BaseModel):
+    model_config = STRICT_BODY
     reason: str = Field("", max_length=500, description="why, for the stage history")
 
 
