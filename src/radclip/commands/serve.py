@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.malloc_tuning:  # before uvicorn starts its threads: see runtime/allocator.py
-        from radclip.runtime.allocator import tune_malloc
+        from radclip.runtime.allocator import MallocConfig, tune_malloc
 
-        logging.getLogger("radclip.serve").info("malloc: %s", tune_malloc().to_dict())
+        malloc = tune_malloc(MallocConfig(arena_max=settings.malloc_arena_max or None))
+        logging.getLogger("radclip.serve").info("malloc: %s", malloc.to_dict())
     uvicorn.run(
         create_app(settings),
         host=settings.host,
