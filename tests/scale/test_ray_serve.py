@@ -1,0 +1,254 @@
+"""radclip on Ray Serve, on a real local Ray cluster the test starts (head + one worker node, loopback).
+
+Two reader replicas and one writer answer through Serve's HTTP proxy; a single-process service with
+the same settings and the same tiny seeded models answers beside it. /screen must match float for
+float (only ``latency_ms`` differs), both readers must answer, and an ingest through the proxy must
+reach every reader. Skips, saying why, only when Ray cannot be imported or the cluster cannot start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+START_TIMEOUT_S = 60  # each Ray node, and the Serve deployment, must come up within this
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_range(n: int = 40) -> tuple[int, int]:
+    """A window of ``n`` ports none of which is bound now (Ray's worker processes take ports from it)."""
+    for _ in range(200):
+        lo = random.randrange(20_000, 40_000 - n)
+        try:
+            for p in range(lo, lo + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return lo, lo + n - 1
+    raise RuntimeError("no free window of ports for Ray workers")
+
+
+def _node_ports() -> list[str]:
+    lo, hi = _free_range()
+    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "metrics-export-port", "runtime-env-agent-port")  # fmt: skip
+    return [*(f"--{n}={_free_port()}" for n in names), f"--min-worker-port={lo}", f"--max-worker-port={hi}"]
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on {port} within {START_TIMEOUT_S} s")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Each ``ray start --block`` leads its own process group (gcs, raylet, workers): end the groups we started."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
+        deadline = time.monotonic() + 15
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """``ray start --head`` + ``ray start --address`` on loopback, free ports, a private temp dir; the GCS address."""
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"Ray Serve is not importable ({exc}); pip install 'ray[serve]>=2.60'")
+    ray_bin = Path(sys.executable).parent / "ray"
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    src = str(Path(__import__("radclip").__file__).resolve().parents[1])  # replicas import this checkout's radclip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}  # one proxy (HeadOnly) for both nodes' replicas
+    gcs = _free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--block", "--disable-usage-stats"]
+    procs: list[subprocess.Popen[bytes]] = []
+    log = open(Path(temp) / "ray-start.log", "wb")  # noqa: SIM115 (closed in finally)
+    try:
+        head = [str(ray_bin), "start", "--head", f"--port={gcs}", f"--ray-client-server-port={_free_port()}",
+                "--include-dashboard=false", f"--temp-dir={temp}", *common, *_node_ports()]  # fmt: skip
+        procs.append(subprocess.Popen(head, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        _wait_port(gcs, procs[0], "ray head")
+        worker = [str(ray_bin), "start", f"--address=127.0.0.1:{gcs}", *common, *_node_ports()]
+        procs.append(subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        import ray
+
+        os.environ["PYTHONPATH"] = env["PYTHONPATH"]
+        ray.init(address=f"127.0.0.1:{gcs}", log_to_driver=False)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            if time.monotonic() > deadline or procs[1].poll() is not None:
+                raise RuntimeError("the Ray worker node did not join the head")
+            time.sleep(0.5)
+    except Exception as exc:
+        _stop(procs)
+        log.close()
+        tail = (Path(temp) / "ray-start.log").read_text(errors="replace")[-1500:]
+        pytest.skip(f"Ray could not start: {exc}\n{tail}")
+    try:
+        yield f"127.0.0.1:{gcs}"
+    finally:
+        import ray
+
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            _stop(procs)
+            log.close()
+
+
+def _tiny_models(folder: Path) -> tuple[Path, Path]:
+    """Seeded random-weight triage and image-text models with cards (as tests/service/conftest.py makes them)."""
+    import torch
+
+    from radclip.io.labels import NIH_LABELS
+    from radclip.models.card import ModelCard, Preprocessing
+    from radclip.models.clip import tiny_config
+    from radclip.models.registry import create_model
+    from radclip.models.weights import save_state_dict
+
+    torch.manual_seed(0)
+    triage = folder / "tiny-triage.safetensors"
+    sha = save_state_dict(create_model("mobilenetv2_triage").state_dict(), triage)
+    ModelCard(name="tiny-triage", architecture="mobilenetv2_triage", version="test-0", task="triage", labels=list(NIH_LABELS),
+              preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=triage.name,
+              weights_sha256=sha).save(folder / "tiny-triage.card.json")  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model("medclip_tiny")
+    clip = folder / "tiny-clip.safetensors"
+    sha = save_state_dict(model.state_dict(), clip)
+    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=clip.name, weights_sha256=sha,
+              config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(folder / "tiny-clip.card.json")  # fmt: skip
+    return triage, clip
+
+
+def _png(seed: int, size: int = 64) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype("uint8"), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def services(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The single-process service and the Ray Serve deployment, on the same settings, home and models."""
+    from radclip.service.app import create_app
+    from radclip.service.background import BackgroundServer
+    from radclip.service.ray_deployment import RayServeConfig, deploy
+    from radclip.settings import load_settings
+
+    root = tmp_path_factory.mktemp("rayserve")
+    triage, clip = _tiny_models(root)
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"case{i:02d}.png").write_bytes(_png(100 + i))
+    overrides = {"home": str(root / "home"), "triage_model": str(triage), "clip_model": str(clip), "corpus": str(corpus),
+                 "torch_threads": 1}  # fmt: skip
+    with BackgroundServer(create_app(load_settings(**overrides))) as single:
+        _wait_ready(single.url)
+        config = RayServeConfig(replicas=2, num_cpus=0.5, proxy_location="HeadOnly", http_port=_free_port(), health_check_period_s=2,
+                                graceful_shutdown_timeout_s=5)  # fmt: skip
+        summary = deploy(ray_cluster, overrides, config)
+        _wait_ready(summary["url"])
+        yield {"single": single.url, "ray": summary["url"], "summary": summary}
+
+
+def _wait_ready(url: str) -> dict[str, Any]:
+    deadline, last = time.monotonic() + START_TIMEOUT_S, None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=10)
+            last = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+            if r.status_code == 200 and last["status"] == "ready" and last["index"]["state"] == "ready":
+                return last
+        except (httpx.HTTPError, ValueError, TypeError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready within {START_TIMEOUT_S} s: {last}")
+
+
+def _screen(url: str, png: bytes) -> httpx.Response:
+    r = httpx.post(f"{url}/api/v1/screen?similar=3", content=png, headers={"content-type": "image/png"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_screen_through_two_replicas_matches_single_process(services: dict[str, Any]) -> None:
+    from ray import serve
+
+    replicas, compared = set(), 0
+    for seed in range(16):
+        png = _png(seed)
+        via_ray, single = _screen(services["ray"], png), _screen(services["single"], png)
+        a, b = via_ray.json(), single.json()
+        assert a.pop("latency_ms") >= 0 and b.pop("latency_ms") >= 0
+        assert a == b  # every float, every finding, the similar cases from the shared index snapshot
+        compared += 1
+        replicas.add(via_ray.headers["x-radclip-replica"])
+        if len(replicas) >= 2 and compared >= 4:
+            break
+    assert len(replicas) == 2, f"only replica(s) {replicas} answered {compared} requests"
+    app = serve.status().applications["radclip"]
+    assert app.status == "RUNNING"
+    readers = app.deployments["RadclipService"]
+    assert readers.replica_states.get("RUNNING") == 2, readers.replica_states
+    ready = httpx.get(f"{services['ray']}/readyz", timeout=10).json()
+    assert ready["status"] == "ready" and ready["database"]["up"] and ready["index"]["state"] == "ready"
+
+
+def test_ingest_has_one_writer_and_every_reader_converges(services: dict[str, Any]) -> None:
+    png = _png(9_999)
+    r = httpx.post(f"{services['ray']}/api/v1/studies?study_id=ray-ingest-1", content=png,
+                   headers={"content-type": "image/png"}, timeout=60)  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["added"] is True
+    writer = r.headers["x-radclip-replica"]
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        s = httpx.post(f"{services['ray']}/api/v1/similar?top_k=1", content=png, headers={"content-type": "image/png"}, timeout=60)
+        assert s.status_code == 200, s.text
+        replica = s.headers["x-radclip-replica"]
+        assert replica != writer  # reads never go to the writer
+        seen[replica] = s.json()["results"][0]["study_id"]
+    assert len(seen) == 2, f"only reader(s) {sorted(seen)} answered"
+    assert set(seen.values()) == {"ray-ingest-1"}, seen
