@@ -252,3 +252,46 @@ def test_ingest_has_one_writer_and_every_reader_converges(services: dict[str, An
         seen[replica] = s.json()["results"][0]["study_id"]
     assert len(seen) == 2, f"only reader(s) {sorted(seen)} answered"
     assert set(seen.values()) == {"ray-ingest-1"}, seen
+
+
+def test_serve_config_file_is_valid_and_maps_to_deployment_options() -> None:
+    """deploy/ray_serve.yaml parses as a Serve config, and its options are ones Serve accepts (no cluster)."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed; pip install 'ray[serve]>=2.60'")
+    import yaml
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    from radclip.service.ray_deployment import RayServeConfig, replica_class
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "ray_serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(raw)
+    apps = {a.name: a for a in schema.applications}
+    assert apps["radclip"].route_prefix == "/" and apps["radclip-writer"].route_prefix is None
+    reader = RayServeConfig.from_dict(apps["radclip"].args["serve"])
+    opts = reader.reader_options()
+    assert opts["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "initial_replicas": 2, "target_ongoing_requests": 4}
+    assert opts["graceful_shutdown_timeout_s"] == 30 and opts["health_check_period_s"] == 10
+    deployment = serve.deployment(replica_class(), name="RadclipService").options(**opts)  # Serve validates every option
+    assert deployment.max_ongoing_requests == 16
+    assert RayServeConfig.from_dict(apps["radclip-writer"].args["serve"]).writer_options()["num_replicas"] == 1
+    with pytest.raises(ValueError, match="did you mean.*max_replicas"):
+        RayServeConfig.from_dict({"max_replica": 3})
+    with pytest.raises(ValueError, match="min_replicas <= max_replicas"):
+        RayServeConfig(min_replicas=5, max_replicas=2)
+
+
+def test_serve_ray_options_refuse_bad_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``radclip serve --ray`` says what was wrong before touching any cluster."""
+    import argparse
+
+    from radclip.commands import serve as serve_cmd
+
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_arguments(parser)
+    assert serve_cmd.run(parser.parse_args(["--ray", "127.0.0.1:1", "--replicas", "0"])) == 2
+    assert "at least 1 reader replica" in capsys.readouterr().err
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    tls = parser.parse_args(["--ray", "127.0.0.1:1", "--ssl-certfile", str(tmp_path / "c.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")])
+    assert serve_cmd.run(tls) == 2
+    assert "terminate TLS at the load balancer" in capsys.readouterr().err

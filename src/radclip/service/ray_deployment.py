@@ -255,12 +255,26 @@ def replica_class() -> type:
 
 
 def prepare_shared_state(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Migrate the database, seed the registry and build or load the index once, before replicas start."""
-    from radclip.engine.corpus import corpus_records
-    from radclip.service.state import build_state
+    """Migrate the database, seed the registry and build or load the index once, before replicas start.
+
+    Serialised by an exclusive lock file in ``$RADCLIP_HOME`` (the config file's two builders may run at
+    once): the second caller finds the index persisted and only loads it.
+    """
+    import fcntl
+
     from radclip.settings import load_settings
 
     settings = load_settings(**overrides)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / ".ray-prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(settings)
+
+
+def _prepare(settings: Any) -> dict[str, Any]:
+    from radclip.engine.corpus import corpus_records
+    from radclip.service.state import build_state
+
     state = build_state(settings)
     try:
         if state.load_errors:
@@ -290,17 +304,18 @@ def build_readers(overrides: dict[str, Any], config: RayServeConfig, writer_app:
 def app_builder(args: dict[str, Any]) -> Any:
     """``import_path`` of ``deploy/ray_serve.yaml``: ``args: {role: reader|writer, settings: {...}, serve: {...}}``.
 
-    The writer's builder also prepares the shared state (``prepare: false`` skips it).
+    Each builder prepares the shared state first (serialised, so the second only loads), so no replica
+    of either application starts before the index is persisted; ``prepare: false`` skips it.
     """
     overrides = dict(args.get("settings") or {})
     config = RayServeConfig.from_dict(args.get("serve"))
     role = args.get("role", "reader")
-    if role == "writer":
-        if args.get("prepare", True):
-            log.info("shared state prepared: %s", prepare_shared_state(overrides))
-        return build_writer(overrides, config)
-    if role != "reader":
+    if role not in ("reader", "writer"):
         raise ValueError(f"role={role!r}: use 'reader' or 'writer'")
+    if args.get("prepare", True):
+        log.info("shared state prepared: %s", prepare_shared_state(overrides))
+    if role == "writer":
+        return build_writer(overrides, config)
     return build_readers(overrides, config, args.get("writer_app", f"{config.app_name}-writer"))
 
 
