@@ -189,7 +189,7 @@ def services(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                 graceful_shutdown_timeout_s=5)  # fmt: skip
         summary = deploy(ray_cluster, overrides, config)
         _wait_ready(summary["url"])
-        yield {"single": single.url, "ray": summary["url"], "summary": summary}
+        yield {"single": single.url, "ray": summary["url"], "summary": summary, "overrides": overrides}
 
 
 def _wait_ready(url: str) -> dict[str, Any]:
@@ -254,6 +254,38 @@ def test_ingest_has_one_writer_and_every_reader_converges(services: dict[str, An
     assert set(seen.values()) == {"ray-ingest-1"}, seen
 
 
+def test_scale_down_drains_in_flight_requests(services: dict[str, Any], ray_cluster: str) -> None:
+    """2 -> 1 reader while 4 clients keep screening: the removed replica finishes what it holds; no request fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from radclip.service.ray_deployment import RayServeConfig, deploy
+
+    config = RayServeConfig(**{**services["summary"]["config"], "replicas": 1})
+    statuses: list[int] = []
+    stop = time.monotonic() + 120
+
+    def client(seed: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < stop:
+                r = c.post(f"{services['ray']}/api/v1/screen", content=_png(seed), headers={"content-type": "image/png"})
+                statuses.append(r.status_code)
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client, i) for i in range(4)]
+        time.sleep(1)
+        deploy(ray_cluster, services["overrides"], config, prepare=False)  # returns once the app is RUNNING again
+        deadline = time.monotonic() + 60
+        while serve.status().applications["radclip"].deployments["RadclipService"].replica_states.get("RUNNING") != 1:
+            assert time.monotonic() < deadline, "the reader deployment did not scale down to 1 replica"
+            time.sleep(0.5)
+        stop = time.monotonic() + 2  # a little traffic after the scale-down too
+        for f in futures:
+            f.result()
+    assert len(statuses) > 8 and set(statuses) == {200}, sorted(set(statuses))
+
+
 def test_serve_config_file_is_valid_and_maps_to_deployment_options() -> None:
     """deploy/ray_serve.yaml parses as a Serve config, and its options are ones Serve accepts (no cluster)."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed; pip install 'ray[serve]>=2.60'")
@@ -295,3 +327,27 @@ def test_serve_ray_options_refuse_bad_values(capsys: pytest.CaptureFixture[str],
     tls = parser.parse_args(["--ray", "127.0.0.1:1", "--ssl-certfile", str(tmp_path / "c.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")])
     assert serve_cmd.run(tls) == 2
     assert "terminate TLS at the load balancer" in capsys.readouterr().err
+
+
+def test_health_check_is_the_readiness_verdict() -> None:
+    """check_health fails while the app has no state, when /readyz would say degraded, and when the database is down."""
+    from types import SimpleNamespace
+
+    from radclip.service.ray_deployment import readiness_problem
+
+    assert readiness_problem(None) == "the app has not finished starting"
+    report = {"status": "ready", "load_errors": {}}
+    engine = _sqlite_engine("sqlite:////nonexistent-dir/radclip.db")  # connecting fails
+    state = SimpleNamespace(readiness=lambda: report)
+    app = SimpleNamespace(state=SimpleNamespace(radclip=state, radclip_access=SimpleNamespace(keys=SimpleNamespace(engine=engine))))
+    assert "database down" in readiness_problem(app)
+    app.state.radclip_access = SimpleNamespace(keys=SimpleNamespace(engine=_sqlite_engine("sqlite://")))
+    assert readiness_problem(app) is None
+    report.update(status="degraded", load_errors={"clip": "FileNotFoundError: x"})
+    assert readiness_problem(app) == "/readyz status degraded: load_errors=['clip']"
+
+
+def _sqlite_engine(url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine(url)

@@ -287,18 +287,32 @@ def _prepare(settings: Any) -> dict[str, Any]:
         state.close()
 
 
+def code_version(overrides: dict[str, Any]) -> str:
+    """The deployments' Serve ``version``: radclip's version and the settings. Unchanged, a new replica count or
+    autoscaling bound is applied in place (replicas added or drained); changed, every replica is replaced."""
+    import hashlib
+    import json
+
+    from radclip import __version__
+
+    blob = json.dumps({"radclip": __version__, "settings": overrides}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def build_writer(overrides: dict[str, Any], config: RayServeConfig) -> Any:
     """The writer application (one replica, no HTTP route: only readers reach it, through a handle)."""
     from ray import serve
 
-    return serve.deployment(replica_class(), name=WRITER).options(**config.writer_options()).bind(overrides)
+    opts = {**config.writer_options(), "version": code_version(overrides)}
+    return serve.deployment(replica_class(), name=WRITER).options(**opts).bind(overrides)
 
 
 def build_readers(overrides: dict[str, Any], config: RayServeConfig, writer_app: str | None) -> Any:
     """The reader application behind the HTTP proxy; ``writer_app`` None: every reader writes (no ingest only)."""
     from ray import serve
 
-    return serve.deployment(replica_class(), name=READER).options(**config.reader_options()).bind(overrides, writer_app)
+    opts = {**config.reader_options(), "version": code_version(overrides)}
+    return serve.deployment(replica_class(), name=READER).options(**opts).bind(overrides, writer_app)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
