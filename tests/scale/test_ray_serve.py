@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request  # at module level: the annotations below are strings, resolved from these globals
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 60  # each Ray node, and the Serve deployment, must come up within this
@@ -255,7 +256,10 @@ def test_ingest_has_one_writer_and_every_reader_converges(services: dict[str, An
 
 
 def test_scale_down_drains_in_flight_requests(services: dict[str, Any], ray_cluster: str) -> None:
-    """2 -> 1 reader while 4 clients keep screening: the removed replica finishes what it holds; no request fails."""
+    """Redeploy 2 -> 1 reader while 4 clients keep screening: the old replicas drain; no request fails.
+
+    (``serve.run`` gives each imperative deploy a new code version, so this is a rolling replacement: the new
+    replica starts, then both old ones stop taking requests, finish what they hold and shut down.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from ray import serve
@@ -351,3 +355,57 @@ def _sqlite_engine(url: str) -> Any:
     from sqlalchemy import create_engine
 
     return create_engine(url)
+
+
+def test_reader_forwards_writes_to_the_writer_unchanged() -> None:
+    """ReplicaRouting without Ray: writes go to the writer's app (status, headers, body as it answered), reads
+    stay on the reader, an oversized body is refused before it is buffered, a dead writer is a 503."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from radclip.service.ray_deployment import ReplicaRouting, call_app
+
+    reader, writer = FastAPI(), FastAPI()
+
+    @reader.get("/api/v1/studies/{sid}")
+    def read(sid: str) -> dict[str, str]:
+        return {"from": "reader", "sid": sid}
+
+    @writer.post("/api/v1/studies", status_code=201)
+    async def ingest(request: Request, study_id: str) -> dict[str, Any]:
+        return {"from": "writer", "study_id": study_id, "bytes": len(await request.body()), "key": request.headers.get("x-api-key")}
+
+    class Handle:
+        def __init__(self, alive: bool) -> None:
+            self.alive = alive
+            self.handle_write = self
+
+        async def remote(self, request: dict[str, Any]) -> dict[str, Any]:
+            if not self.alive:
+                raise ConnectionError("writer replica died")
+            return await call_app(writer, request)
+
+    async def go(alive: bool) -> list[httpx.Response]:
+        app = ReplicaRouting(reader, "reader-1", writer=Handle(alive), max_body=1000)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as c:
+            return [await c.post("/api/v1/studies?study_id=s1", content=b"x" * 500, headers={"x-api-key": "k"}),
+                    await c.post("/api/v1/studies?study_id=s2", content=b"x" * 5000),
+                    await c.get("/api/v1/studies/s1")]  # fmt: skip
+
+    fwd, big, read_ = asyncio.run(go(alive=True))
+    assert fwd.status_code == 201 and fwd.json() == {"from": "writer", "study_id": "s1", "bytes": 500, "key": "k"}
+    assert big.status_code == 413
+    assert read_.json() == {"from": "reader", "sid": "s1"} and read_.headers["x-radclip-replica"] == "reader-1"
+    down = asyncio.run(go(alive=False))[0]
+    assert down.status_code == 503 and down.headers["retry-after"] == "5"
+    assert down.json()["title"] == "Ingest writer unavailable"
+
+
+def test_ray_is_imported_only_on_the_ray_paths() -> None:
+    """``make run``/``make test`` need no Ray: the CLI, the app and this module's import leave it unloaded."""
+    code = ("import sys; import radclip.service.ray_deployment, radclip.service.app; from radclip.cli import build_parser; "
+            "build_parser().parse_args(['serve']); print('ray' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__import__("radclip").__file__).resolve().parents[1])})  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -137,8 +137,9 @@ class IndexFollower:
 class ReplicaRouting:
     """Outermost ASGI layer of a replica: names the replica, follows the index, forwards writes to the writer."""
 
-    def __init__(self, app: Any, replica: str, writer: Any = None, follower: IndexFollower | None = None) -> None:
-        self.app, self.replica, self.writer, self.follower = app, replica, writer, follower
+    def __init__(self, app: Any, replica: str, writer: Any = None, follower: IndexFollower | None = None,
+                 max_body: int = 50_000_000) -> None:  # fmt: skip
+        self.app, self.replica, self.writer, self.follower, self.max_body = app, replica, writer, follower, max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -162,15 +163,30 @@ class ReplicaRouting:
         await self.app(scope, receive, named)
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body, more = [], True
-        while more:
+        from radclip.service.problems import problem_response
+
+        body, size, more = [], 0, True
+        while more:  # the writer applies the real limits; this only keeps a reader from buffering without bound
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             body.append(message.get("body", b""))
-            more = message.get("more_body", False)
+            size, more = size + len(body[-1]), message.get("more_body", False)
+            if size > self.max_body:
+                await problem_response(413, "Request body too large", f"the request body is larger than {self.max_body:,} bytes",
+                                       "send a smaller image (RADCLIP_MAX_UPLOAD_MB)", "body-too-large")(scope, receive, send)  # fmt: skip
+                return
         request = {key: scope.get(key) for key in ("method", "path", "query_string", "headers", "client")}
-        reply = await self.writer.handle_write.remote({**request, "body": b"".join(body)})
+        try:
+            reply = await self.writer.handle_write.remote({**request, "body": b"".join(body)})
+        except Exception as exc:  # writer replica down or restarting: say so, do not pretend the ingest happened
+            log.warning("ingest writer unavailable: %s", exc)
+            response = problem_response(503, "Ingest writer unavailable", f"the ingest replica did not answer ({type(exc).__name__})",
+                                        "retry in a few seconds; `serve status` shows the radclip-writer application",
+                                        "writer-unavailable")  # fmt: skip
+            response.headers["Retry-After"] = "5"
+            await response(scope, receive, send)
+            return
         await send({"type": "http.response.start", "status": reply["status"], "headers": reply["headers"]})
         await send({"type": "http.response.body", "body": reply["body"]})
 
@@ -240,7 +256,8 @@ def replica_class() -> type:
             writer = serve.get_deployment_handle(WRITER, app_name=self.writer_app) if self.writer_app else None
             self.fastapi = create_app(self.settings)
             self.fastapi.add_middleware(ReplicaRouting, replica=replica, writer=writer,
-                                        follower=IndexFollower() if writer is not None else None)  # fmt: skip
+                                        follower=IndexFollower() if writer is not None else None,
+                                        max_body=int(self.settings.max_upload_mb * 1e6) + 65_536)  # fmt: skip
             return self.fastapi
 
         async def handle_write(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -287,31 +304,18 @@ def _prepare(settings: Any) -> dict[str, Any]:
         state.close()
 
 
-def code_version(overrides: dict[str, Any]) -> str:
-    """The deployments' Serve ``version``: radclip's version and the settings. Unchanged, a new replica count or
-    autoscaling bound is applied in place (replicas added or drained); changed, every replica is replaced."""
-    import hashlib
-    import json
-
-    from radclip import __version__
-
-    blob = json.dumps({"radclip": __version__, "settings": overrides}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def build_writer(overrides: dict[str, Any], config: RayServeConfig) -> Any:
     """The writer application (one replica, no HTTP route: only readers reach it, through a handle)."""
     from ray import serve
 
-    opts = {**config.writer_options(), "version": code_version(overrides)}
-    return serve.deployment(replica_class(), name=WRITER).options(**opts).bind(overrides)
+    return serve.deployment(replica_class(), name=WRITER).options(**config.writer_options()).bind(overrides)
 
 
 def build_readers(overrides: dict[str, Any], config: RayServeConfig, writer_app: str | None) -> Any:
     """The reader application behind the HTTP proxy; ``writer_app`` None: every reader writes (no ingest only)."""
     from ray import serve
 
-    opts = {**config.reader_options(), "version": code_version(overrides)}
+    opts = config.reader_options()
     return serve.deployment(replica_class(), name=READER).options(**opts).bind(overrides, writer_app)
 
 
