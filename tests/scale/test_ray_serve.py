@@ -255,20 +255,29 @@ def test_ingest_has_one_writer_and_every_reader_converges(services: dict[str, An
     assert set(seen.values()) == {"ray-ingest-1"}, seen
 
 
-def test_scale_down_drains_in_flight_requests(services: dict[str, Any], ray_cluster: str) -> None:
-    """Redeploy 2 -> 1 reader while 4 clients keep screening: the old replicas drain; no request fails.
+def test_cli_redeploy_drains_in_flight_requests(services: dict[str, Any], ray_cluster: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``radclip serve --ray ADDR --replicas 1`` (settings from RADCLIP_* only) while 4 clients keep screening.
 
-    (``serve.run`` gives each imperative deploy a new code version, so this is a rolling replacement: the new
-    replica starts, then both old ones stop taking requests, finish what they hold and shut down.)"""
+    ``serve.run`` gives each imperative deploy a new code version, so this is a rolling replacement: the new
+    replicas start, then the old ones stop taking requests, finish what they hold and shut down. No request
+    may fail, and the new replica must screen exactly as before: it got the driver's RADCLIP_* settings.
+    """
+    import argparse
     from concurrent.futures import ThreadPoolExecutor
 
     from ray import serve
 
-    from radclip.service.ray_deployment import RayServeConfig, deploy
+    from radclip.commands import serve as serve_cmd
 
-    config = RayServeConfig(**{**services["summary"]["config"], "replicas": 1})
+    for key, value in services["overrides"].items():
+        monkeypatch.setenv(f"RADCLIP_{key.upper()}", str(value))
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_arguments(parser)
+    port = services["ray"].rsplit(":", 1)[1]
+    args = parser.parse_args(["--ray", ray_cluster, "--replicas", "1", "--host", "127.0.0.1", "--port", port])
     statuses: list[int] = []
-    stop = time.monotonic() + 120
+    stop = time.monotonic() + 150
 
     def client(seed: int) -> None:
         with httpx.Client(timeout=60) as c:
@@ -279,15 +288,18 @@ def test_scale_down_drains_in_flight_requests(services: dict[str, Any], ray_clus
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(client, i) for i in range(4)]
         time.sleep(1)
-        deploy(ray_cluster, services["overrides"], config, prepare=False)  # returns once the app is RUNNING again
+        assert serve_cmd.run(args) == 0  # returns once both applications are RUNNING again
         deadline = time.monotonic() + 60
         while serve.status().applications["radclip"].deployments["RadclipService"].replica_states.get("RUNNING") != 1:
-            assert time.monotonic() < deadline, "the reader deployment did not scale down to 1 replica"
+            assert time.monotonic() < deadline, "the reader deployment did not go down to 1 replica"
             time.sleep(0.5)
-        stop = time.monotonic() + 2  # a little traffic after the scale-down too
+        stop = time.monotonic() + 2  # a little traffic after the old replicas are gone too
         for f in futures:
             f.result()
     assert len(statuses) > 8 and set(statuses) == {200}, sorted(set(statuses))
+    a, b = _screen(services["ray"], _png(77)).json(), _screen(services["single"], _png(77)).json()
+    a.pop("latency_ms"), b.pop("latency_ms")
+    assert a == b
 
 
 def test_serve_config_file_is_valid_and_maps_to_deployment_options() -> None:

@@ -98,5 +98,5 @@ def _run_on_ray(args: argparse.Namespace, settings: object, overrides: dict[str,
         return 2
     summary = deploy(args.ray, {k: str(v) for k, v in overrides.items()}, config)
     print(f"radclip on Ray Serve at {summary['url']} ({config.replicas} reader replicas + 1 writer); "
-          f"index {summary.get('index')}; stop with `serve shutdown --address {args.ray}`")
+          f"index {summary.get('index')}; stop it with `serve shutdown -a http://HEAD:8265` (the dashboard address)")
     return 0
