@@ -120,8 +120,7 @@ class IndexFollower:
         if not self._busy.acquire(blocking=False):
             return False  # another request of this replica is already loading it
         try:
-            idx_path, man_path = index.store.paths(index.key)
-            st = man_path.stat()
+            st = index.store.paths(index.key)[1].stat()
             sig = (st.st_mtime_ns, st.st_size, st.st_ino)
             outcome = index.store.load(index.key, index.config)
             if outcome.index is None:  # written while we read it: the checksum failed; retry next request
