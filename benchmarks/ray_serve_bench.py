@@ -5,7 +5,7 @@ Bounded: a fixed number of requests per setting. The single-process service runs
 loopback (free ports, a private temp dir, stopped at the end) with Serve's proxy in front of the
 reader replicas, all on the same settings and models (default: the embedded ones, ONNX Runtime).
 
-    nice -n 15 .venv/bin/python benchmarks/ray_serve_bench.py                # 96 requests per setting, 16 clients
+    nice -n 15 .venv/bin/python benchmarks/ray_serve_bench.py                # 192 requests per setting, 16 clients
     nice -n 15 .venv/bin/python benchmarks/ray_serve_bench.py --replicas 1 2 --requests 48
 
 Writes benchmarks/results/ray_serve_bench.json: per setting, images/s, p50/p99 at ``--clients``
@@ -194,7 +194,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=["auto", "pytorch", "onnxruntime"], default="auto")
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4], help="reader replica counts to measure")
-    p.add_argument("--requests", type=int, default=96, help="concurrent-phase requests per setting")
+    p.add_argument("--requests", type=int, default=192, help="concurrent-phase requests per setting")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients")
     p.add_argument("--sequential", type=int, default=30, help="one-at-a-time requests per setting (the proxy hop's cost)")
     p.add_argument("--export-dir", default=str(Path(tempfile.gettempdir()) / "radclip-raybench-export"),
