@@ -97,6 +97,16 @@ class LocalRayCluster:
                        if (Path(self.temp_dir) / f).is_file())  # fmt: skip
         raise RayUnavailable(f"local Ray cluster did not reach {n} node(s) in {self.timeout:.0f}s: {last[-400:]} {logs}")
 
+    def _wait_port(self, port: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and all(p.poll() is None for p in self.procs):
+            with socket.socket() as s:
+                s.settimeout(1.0)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.3)
+        raise RayUnavailable(f"the Ray head did not open its GCS port {port} in {self.timeout:.0f}s (see {self.temp_dir}/head.log)")
+
     def start(self) -> LocalRayCluster:
         try:
             import ray  # noqa: F401
@@ -105,7 +115,7 @@ class LocalRayCluster:
         self._spawn(["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}", "--include-dashboard=false",
                      f"--temp-dir={self.temp_dir}", *self._node_args()], "head.log")  # fmt: skip
         try:
-            self._wait_nodes(1)
+            self._wait_port(self.port)  # GCS listening: enough for worker nodes to register (one full probe below)
             for i in range(self.workers):
                 self._spawn([f"--address={self.address}", *self._node_args()], f"worker{i}.log")
             self._wait_nodes(1 + self.workers)
@@ -119,7 +129,7 @@ class LocalRayCluster:
             for p in self.procs:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, sig)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 5
             while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
                 time.sleep(0.2)
         self._kill_strays()

@@ -4,7 +4,7 @@ The records (a folder or a manifest, :mod:`radclip.engine.corpus`) are cut into 
 ``shard_size`` in listing order. Each shard is named by a digest of its members (image key, path,
 file size) and the image-model version, so a rerun recognises the shards it already wrote.
 Missing shards go through one Ray Data pipeline: ``map_batches`` over an actor pool
-(``concurrency=actors``), each actor holding the image tower once and decoding with the
+(``ActorPoolStrategy(size=actors)``), each actor holding the image tower once and decoding with the
 single-process loader (:func:`radclip.engine.study_index.default_load_fn`). The driver writes
 each shard as soon as all of its rows are back (``.npz`` written to a temporary file, fsynced,
 renamed, then a ``.json`` with its sha256), so a killed driver loses only the shards in flight.
@@ -203,10 +203,12 @@ def _ray_rows(cfg: RayCorpusConfig, factory: EmbedderFactory, todo: Sequence[Sha
     ctx.execution_options.preserve_order = True  # shards complete in order: the driver buffers at most a few
     ctx.enable_progress_bars = False
     items = [{"shard": p.index, "pos": j, "path": r.image_path} for p in todo for j, r in enumerate(p.records)]
-    blocks = max(1, min(len(items) // (cfg.batch_size * 2) or 1, 1000))
+    # about one block per model batch (at least two per actor) so every actor gets work from the start
+    blocks = min(max(-(-len(items) // cfg.batch_size), 2 * cfg.actors), len(items), 1000)
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory}, batch_size=cfg.batch_size,
-                        concurrency=cfg.actors, num_cpus=cfg.actor_cpus, batch_format="numpy")  # fmt: skip
+                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.actor_cpus,
+                        batch_format="numpy")  # fmt: skip
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
