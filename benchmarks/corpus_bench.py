@@ -11,7 +11,7 @@ loopback), with ``--actors`` embedding actors of one CPU each; the driver is thi
 
 Reported per path: wall seconds of the build (listing excluded; the Ray time includes starting the
 actors and loading one model copy in each, the single-process time excludes its one model load,
-which is reported apart), images/s, and for Ray the steady rate after the first shard. Both indexes
+which is reported apart), images/s, and for Ray when its first shard was written. Both indexes
 are compared (max |difference| of the vectors). Writes benchmarks/results/corpus_bench.json.
 """
 
@@ -95,10 +95,7 @@ def on_ray(records: list, args: argparse.Namespace, work: Path) -> dict:  # type
         import ray
 
         ray.shutdown()
-    first = next(((t, d) for t, d in marks if d > 0), None)
-    steady = None
-    if first is not None and len(marks) >= 5 and marks[-1][0] > first[0]:  # at least 4 shards: else it is noise
-        steady = round((marks[-1][1] - first[1]) / (marks[-1][0] - first[0]), 3)
+    first = next((t for t, d in marks if d > 0), None)
     from radclip.engine.index import IndexStore
 
     loaded = IndexStore(work / "ray").load(report.open.key)
@@ -106,7 +103,7 @@ def on_ray(records: list, args: argparse.Namespace, work: Path) -> dict:  # type
     return {"cluster_start_s": round(cluster_s, 2), "build_s": round(secs, 2), "images": len(records),
             "embedded": report.open.embedded, "quarantined": len(report.quarantined), "actors": args.actors,
             "cpus": args.cpus, "shard_size": args.shard_size, "images_per_s": round(len(records) / secs, 3),
-            "first_shard_s": round(first[0] - t0, 2) if first else None, "steady_images_per_s": steady,
+            "first_shard_s": round(first - t0, 2) if first else None,
             "_vectors": vecs[np.argsort(ids)]}  # fmt: skip
 
 
@@ -128,8 +125,6 @@ def main() -> None:
     result = {
         "corpus": str(folder), "images": len(records), "limit": args.limit, "single_process": single, "ray": ray_res,
         "ray_over_single": round(ray_res["images_per_s"] / single["images_per_s"], 3),
-        "ray_steady_over_single": round(ray_res["steady_images_per_s"] / single["images_per_s"], 3)
-        if ray_res["steady_images_per_s"] else None,
         "max_abs_vector_diff": float(np.max(np.abs(a - b))) if a.shape == b.shape else None,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in os.getloadavg()],

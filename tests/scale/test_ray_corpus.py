@@ -2,9 +2,9 @@
 
 A real local Ray cluster (head + one worker node process, loopback, free ports, private temp dir)
 embeds 40 generated PNGs and 2 bad files with a tiny seeded image-text model. The first driver
-(a subprocess) is SIGKILLed once two shards are on disk; the rerun must reuse exactly the shards
-that were written, embed only the rest, quarantine the 2 bad files with reasons, and leave the
-same index as ``StudyIndex.open`` in one process: ids, vectors (1e-6), snapshot key, checksums.
+(a subprocess) is SIGKILLed once two shards are on disk; the rerun (``radclip index CORPUS --ray
+ADDRESS``) must reuse exactly the shards that were written, embed only the rest, quarantine the 2 bad
+files with reasons, and leave the same index as ``StudyIndex.open`` in one process: ids, vectors (1e-6), snapshot key, checksums.
 Skips with the reason only when Ray cannot start.
 """
 
@@ -90,13 +90,27 @@ def cluster() -> Iterator[LocalRayCluster]:
         c.stop()
 
 
-def _driver(c: LocalRayCluster, tmp: Path, weights: Path, corpus: Path, slow: bool) -> subprocess.Popen[str]:
+def _env(tmp: Path, weights: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), "RADCLIP_HOME": str(tmp / "home"), "RADCLIP_CLIP_MODEL": str(weights),
+            "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+
+
+def _slow_driver(c: LocalRayCluster, tmp: Path, weights: Path, corpus: Path) -> subprocess.Popen[str]:
+    """build_with_ray with a pause after each shard: the first run, killed part-way."""
     script = tmp / "driver.py"
     script.write_text(DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(SRC), "RADCLIP_HOME": str(tmp / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
     args = [sys.executable, str(script), c.address, str(weights), str(corpus), f"sqlite:///{tmp / 'ray.db'}",
-            str(tmp / "ray-index"), str(SHARD_SIZE), "1" if slow else "0"]  # fmt: skip
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            str(tmp / "home" / "index"), str(SHARD_SIZE), "1"]  # fmt: skip
+    return subprocess.Popen(args, env=_env(tmp, weights), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def _cli(c: LocalRayCluster, tmp: Path, weights: Path, corpus: Path) -> subprocess.CompletedProcess[str]:
+    """The rerun, through the command line: ``radclip index CORPUS --ray ADDRESS``."""
+    args = [sys.executable, "-m", "radclip.cli", "index", str(corpus), "--ray", c.address, "--database",
+            f"sqlite:///{tmp / 'ray.db'}", "--shard-size", str(SHARD_SIZE), "--batch-size", "4", "--ray-actors", "2",
+            "--keep-shards", "--no-progress"]  # fmt: skip
+    return subprocess.run(args, env=_env(tmp, weights), capture_output=True, text=True, timeout=180)
 
 
 def _written(shards: Path) -> set[str]:
@@ -126,8 +140,9 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     assert sorted(ref_report.failed) == ["case07b_truncated", "case23b_notanimage"]
 
     # 2. A driver killed (SIGKILL) after two shards are on disk.
-    shards = tmp_path / "ray-index" / "ray-shards"
-    first = _driver(cluster, tmp_path, weights, corpus, slow=True)
+    ray_root = tmp_path / "home" / "index"
+    shards = ray_root / "ray-shards"
+    first = _slow_driver(cluster, tmp_path, weights, corpus)
     deadline = time.monotonic() + 120
     while len(_written(shards)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -135,13 +150,12 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     out1 = first.communicate(timeout=30)[0]
     kept = _written(shards)
     assert 2 <= len(kept) < len(plans), f"the first driver should die part-way: {sorted(kept)}\n{out1[-3000:]}"
-    assert not list((tmp_path / "ray-index").glob("*.manifest.json")), "nothing is merged before every shard is in"
+    assert not list(ray_root.glob("*.manifest.json")), "nothing is merged before every shard is in"
 
-    # 3. The rerun embeds only what is missing.
-    second = _driver(cluster, tmp_path, weights, corpus, slow=False)
-    out2 = second.communicate(timeout=180)[0]
-    assert second.returncode == 0, out2[-3000:]
-    summary = json.loads(next(line for line in out2.splitlines() if line.startswith("SUMMARY "))[8:])
+    # 3. The rerun (the CLI) embeds only what is missing.
+    second = _cli(cluster, tmp_path, weights, corpus)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
     missing = [p for p in plans if p.name not in kept]
     assert summary["shards_reused"] == len(kept)
     assert summary["shards_written"] == len(missing)
@@ -152,7 +166,7 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
 
     # 4. The same index as the single-process build, verified from disk.
     assert summary["key"] == ref_report.key.slug
-    ray_store = IndexStore(tmp_path / "ray-index")
+    ray_store = IndexStore(ray_root)
     loaded = ray_store.load(ref_report.key)
     assert loaded.index is not None, f"the merged index does not load and verify: {loaded.reason}"
     ref_loaded = IndexStore(tmp_path / "ref-index").load(ref_report.key)
@@ -162,12 +176,40 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     order_ray, order_ref = np.argsort(ids_ray), np.argsort(ids_ref)
     np.testing.assert_array_equal(ids_ray[order_ray], ids_ref[order_ref])
     np.testing.assert_allclose(v_ray[order_ray], v_ref[order_ref], atol=1e-6, rtol=0)
-    manifest = json.loads((tmp_path / "ray-index" / f"{ref_report.key.slug}.manifest.json").read_text())
+    manifest = json.loads((ray_root / f"{ref_report.key.slug}.manifest.json").read_text())
     ref_manifest = json.loads((tmp_path / "ref-index" / f"{ref_report.key.slug}.manifest.json").read_text())
     assert manifest["key"] == ref_manifest["key"] and manifest["live"] == ref_manifest["live"] == N_GOOD
 
     # the database rows behind the ids name the same studies
-    ray_index = StudyIndex(embedder, f"sqlite:///{tmp_path / 'ray.db'}", root=tmp_path / "ray-index")
+    ray_index = StudyIndex(embedder, f"sqlite:///{tmp_path / 'ray.db'}", root=ray_root)
     assert ray_index.open(records).loaded  # warm start: checksums and counts verify, nothing embedded
     ids = [int(i) for i in ids_ref]
     assert {i: m["study_id"] for i, m in ray_index.metadata(ids).items()} == {i: m["study_id"] for i, m in ref.metadata(ids).items()}
+
+
+def test_shard_store_refuses_damaged_or_foreign_shards(tmp_path: Path) -> None:
+    """No Ray needed: a shard is reused only when its checksum, digest and members match the plan."""
+    from radclip.engine.ray_corpus import Quarantined, ShardData, ShardStore, plan_shards
+    from radclip.engine.study_index import StudyRecord
+
+    for i in range(5):
+        (tmp_path / f"s{i}.png").write_bytes(b"x" * (10 + i))
+    records = [StudyRecord(study_id=f"s{i}", image_path=str(tmp_path / f"s{i}.png")) for i in range(5)]
+    plan = plan_shards(records, 5, "model@1")[0]
+    store = ShardStore(tmp_path / "shards")
+    vecs = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    store.write(plan, ShardData(["s0", "s1", "s2", "s4"], vecs, [Quarantined("s3", records[3].image_path, "CorruptImageError: x")]))
+    got = store.read(plan, dim=8)
+    assert got is not None and got.keys == ["s0", "s1", "s2", "s4"] and got.quarantined[0].study_id == "s3"
+    np.testing.assert_array_equal(got.vectors, vecs)
+    assert store.read(plan, dim=16) is None  # another model width
+    assert store.read(plan_shards(records, 5, "model@2")[0], dim=8) is None  # another model: another name, not found
+    (tmp_path / "s4.png").write_bytes(b"changed")  # a member's file changed size: a new digest
+    assert store.read(plan_shards(records, 5, "model@1")[0], dim=8) is None
+    npz, _ = store.paths(plan)
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    assert store.read(plan, dim=8) is None  # flipped byte: the sha256 in the json no longer matches
+    npz.write_bytes(bytes(data[: len(data) // 3]))
+    assert store.read(plan, dim=8) is None  # truncated
