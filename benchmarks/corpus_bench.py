@@ -55,7 +55,9 @@ def single_process(records: list, batch_size: int, work: Path) -> dict:  # type:
     t0 = time.perf_counter()
     embedder = default_image_embedder()
     load_s = time.perf_counter() - t0
-    index = StudyIndex(embedder, f"sqlite:///{work / 'single.db'}", root=work / "single", batch_size=batch_size)
+    index = StudyIndex(
+        embedder, f"sqlite:///{work / 'single.db'}", root=work / "single", batch_size=batch_size
+    )
     t0 = time.perf_counter()
     report = index.open(records)
     secs = time.perf_counter() - t0
@@ -109,7 +111,9 @@ def on_ray(records: list, args: argparse.Namespace, work: Path) -> dict:  # type
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=None, help="at most this many images (spread over the listing)")
+    ap.add_argument(
+        "--limit", type=int, default=None, help="at most this many images (spread over the listing)"
+    )
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray node")
     ap.add_argument("--batch-size", type=int, default=16)

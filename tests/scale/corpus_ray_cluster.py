@@ -95,7 +95,9 @@ class LocalRayCluster:
             time.sleep(1.0)
         logs = "".join((Path(self.temp_dir) / f).read_text(errors="replace")[-600:] for f in ("head.log", "worker0.log")
                        if (Path(self.temp_dir) / f).is_file())  # fmt: skip
-        raise RayUnavailable(f"local Ray cluster did not reach {n} node(s) in {self.timeout:.0f}s: {last[-400:]} {logs}")
+        raise RayUnavailable(
+            f"local Ray cluster did not reach {n} node(s) in {self.timeout:.0f}s: {last[-400:]} {logs}"
+        )
 
     def _wait_port(self, port: int) -> None:
         deadline = time.monotonic() + self.timeout
@@ -105,7 +107,9 @@ class LocalRayCluster:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     return
             time.sleep(0.3)
-        raise RayUnavailable(f"the Ray head did not open its GCS port {port} in {self.timeout:.0f}s (see {self.temp_dir}/head.log)")
+        raise RayUnavailable(
+            f"the Ray head did not open its GCS port {port} in {self.timeout:.0f}s (see {self.temp_dir}/head.log)"
+        )
 
     def start(self) -> LocalRayCluster:
         try:
@@ -115,7 +119,9 @@ class LocalRayCluster:
         self._spawn(["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}", "--include-dashboard=false",
                      f"--temp-dir={self.temp_dir}", *self._node_args()], "head.log")  # fmt: skip
         try:
-            self._wait_port(self.port)  # GCS listening: enough for worker nodes to register (one full probe below)
+            self._wait_port(
+                self.port
+            )  # GCS listening: enough for worker nodes to register (one full probe below)
             for i in range(self.workers):
                 self._spawn([f"--address={self.address}", *self._node_args()], f"worker{i}.log")
             self._wait_nodes(1 + self.workers)

@@ -71,7 +71,9 @@ def _corpus(folder: Path) -> Path:
 
     for i in range(N_GOOD):
         rng = np.random.default_rng(100 + i)
-        Image.fromarray((rng.random((64, 64)) * 255).astype("uint8"), mode="L").save(folder / f"case{i:02d}.png")
+        Image.fromarray((rng.random((64, 64)) * 255).astype("uint8"), mode="L").save(
+            folder / f"case{i:02d}.png"
+        )
     (folder / "case07b_truncated.png").write_bytes((folder / "case07.png").read_bytes()[:60])
     (folder / "case23b_notanimage.png").write_bytes(b"this is a text file, not a PNG\n" * 4)
     return folder
@@ -149,7 +151,9 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     os.killpg(first.pid, signal.SIGKILL)
     out1 = first.communicate(timeout=30)[0]
     kept = _written(shards)
-    assert 2 <= len(kept) < len(plans), f"the first driver should die part-way: {sorted(kept)}\n{out1[-3000:]}"
+    assert 2 <= len(kept) < len(plans), (
+        f"the first driver should die part-way: {sorted(kept)}\n{out1[-3000:]}"
+    )
     assert not list(ray_root.glob("*.manifest.json")), "nothing is merged before every shard is in"
 
     # 3. The rerun (the CLI) embeds only what is missing.
@@ -162,7 +166,9 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     assert summary["processed_now"] == sum(len(p.records) for p in missing) < len(records)
     assert summary["quarantined"] == 2 and summary["embedded"] == N_GOOD
     reasons = {q["study_id"]: q["reason"] for q in summary["quarantine"]}
-    assert set(reasons) == {"case07b_truncated", "case23b_notanimage"} and all(len(r) > 5 for r in reasons.values())
+    assert set(reasons) == {"case07b_truncated", "case23b_notanimage"} and all(
+        len(r) > 5 for r in reasons.values()
+    )
 
     # 4. The same index as the single-process build, verified from disk.
     assert summary["key"] == ref_report.key.slug
@@ -184,7 +190,9 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     ray_index = StudyIndex(embedder, f"sqlite:///{tmp_path / 'ray.db'}", root=ray_root)
     assert ray_index.open(records).loaded  # warm start: checksums and counts verify, nothing embedded
     ids = [int(i) for i in ids_ref]
-    assert {i: m["study_id"] for i, m in ray_index.metadata(ids).items()} == {i: m["study_id"] for i, m in ref.metadata(ids).items()}
+    assert {i: m["study_id"] for i, m in ray_index.metadata(ids).items()} == {
+        i: m["study_id"] for i, m in ref.metadata(ids).items()
+    }
 
 
 def test_shard_store_refuses_damaged_or_foreign_shards(tmp_path: Path) -> None:
@@ -198,12 +206,19 @@ def test_shard_store_refuses_damaged_or_foreign_shards(tmp_path: Path) -> None:
     plan = plan_shards(records, 5, "model@1")[0]
     store = ShardStore(tmp_path / "shards")
     vecs = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
-    store.write(plan, ShardData(["s0", "s1", "s2", "s4"], vecs, [Quarantined("s3", records[3].image_path, "CorruptImageError: x")]))
+    store.write(
+        plan,
+        ShardData(
+            ["s0", "s1", "s2", "s4"], vecs, [Quarantined("s3", records[3].image_path, "CorruptImageError: x")]
+        ),
+    )
     got = store.read(plan, dim=8)
     assert got is not None and got.keys == ["s0", "s1", "s2", "s4"] and got.quarantined[0].study_id == "s3"
     np.testing.assert_array_equal(got.vectors, vecs)
     assert store.read(plan, dim=16) is None  # another model width
-    assert store.read(plan_shards(records, 5, "model@2")[0], dim=8) is None  # another model: another name, not found
+    assert (
+        store.read(plan_shards(records, 5, "model@2")[0], dim=8) is None
+    )  # another model: another name, not found
     (tmp_path / "s4.png").write_bytes(b"changed")  # a member's file changed size: a new digest
     assert store.read(plan_shards(records, 5, "model@1")[0], dim=8) is None
     npz, _ = store.paths(plan)

@@ -58,11 +58,15 @@ class RayCorpusConfig:
     actors: int = 2  # actor pool size: each actor holds one copy of the image tower
     actor_cpus: float = 1.0  # CPUs reserved per actor (Ray sets the actor's torch/OMP threads from it)
     keep_shards: bool = False  # keep the shard files after the merged index is saved
-    runtime_env: dict[str, Any] | None = None  # passed to ray.init (e.g. env_vars); workers must import radclip
+    runtime_env: dict[str, Any] | None = (
+        None  # passed to ray.init (e.g. env_vars); workers must import radclip
+    )
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1 or self.actors < 1:
-            raise ValueError(f"shard_size, batch_size and actors must be >= 1 (got {self.shard_size}, {self.batch_size}, {self.actors})")
+            raise ValueError(
+                f"shard_size, batch_size and actors must be >= 1 (got {self.shard_size}, {self.batch_size}, {self.actors})"
+            )
 
 
 @dataclass(frozen=True)
@@ -154,13 +158,21 @@ class ShardStore:
         npz, meta = self.paths(plan)
         try:
             info = json.loads(meta.read_text())
-            if info.get("format") != SHARD_FORMAT or info.get("digest") != plan.digest or sha256_file(npz) != info.get("sha256"):
+            if (
+                info.get("format") != SHARD_FORMAT
+                or info.get("digest") != plan.digest
+                or sha256_file(npz) != info.get("sha256")
+            ):
                 raise ValueError("digest or checksum mismatch")
             with np.load(npz, allow_pickle=False) as z:
                 keys, vectors = [str(k) for k in z["keys"]], np.asarray(z["vectors"], np.float32)
             quarantined = [Quarantined(**q) for q in info["quarantine"]]
             members = {r.image_key for r in plan.records}
-            if vectors.shape != (len(keys), dim) or not set(keys) <= members or len(keys) + len(quarantined) != len(plan.records):
+            if (
+                vectors.shape != (len(keys), dim)
+                or not set(keys) <= members
+                or len(keys) + len(quarantined) != len(plan.records)
+            ):
                 raise ValueError("members or vector shape differ from the plan")
             return ShardData(keys, vectors, quarantined)
         except FileNotFoundError:
@@ -193,23 +205,32 @@ class EmbedActor:
         return {"shard": batch["shard"], "pos": batch["pos"], "ok": ok, "reason": reasons, "vector": vectors}
 
 
-def _ray_rows(cfg: RayCorpusConfig, factory: EmbedderFactory, todo: Sequence[ShardPlan]) -> Iterator[dict[str, np.ndarray]]:
+def _ray_rows(
+    cfg: RayCorpusConfig, factory: EmbedderFactory, todo: Sequence[ShardPlan]
+) -> Iterator[dict[str, np.ndarray]]:
     import ray  # lazily: only the --ray path needs it
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(address=cfg.address, runtime_env=cfg.runtime_env, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(
+            address=cfg.address,
+            runtime_env=cfg.runtime_env,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # shards complete in order: the driver buffers at most a few
     ctx.enable_progress_bars = False
-    items = [{"shard": p.index, "pos": j, "path": r.image_path} for p in todo for j, r in enumerate(p.records)]
+    items = [
+        {"shard": p.index, "pos": j, "path": r.image_path} for p in todo for j, r in enumerate(p.records)
+    ]
     # about one block per model batch (at least two per actor) so every actor gets work from the start
     blocks = min(max(-(-len(items) // cfg.batch_size), 2 * cfg.actors), len(items), 1000)
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory}, batch_size=cfg.batch_size,
+    source = ray.data.from_items(items, override_num_blocks=blocks)
+    embedded = source.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory}, batch_size=cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.actor_cpus,
                         batch_format="numpy")  # fmt: skip
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    yield from embedded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
 def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardStore, plans: Sequence[ShardPlan],
@@ -232,8 +253,12 @@ def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardSt
     pending: dict[int, dict[int, tuple[bool, str, np.ndarray]]] = {}
     for batch in _ray_rows(cfg, factory, todo):
         if _cancelled(cancel):
-            raise BuildCancelled(f"ray corpus build cancelled after {count}/{total} images; written shards are kept")
-        for s, j, ok, reason, vec in zip(batch["shard"], batch["pos"], batch["ok"], batch["reason"], batch["vector"], strict=True):
+            raise BuildCancelled(
+                f"ray corpus build cancelled after {count}/{total} images; written shards are kept"
+            )
+        for s, j, ok, reason, vec in zip(
+            batch["shard"], batch["pos"], batch["ok"], batch["reason"], batch["vector"], strict=True
+        ):
             pending.setdefault(int(s), {})[int(j)] = (bool(ok), str(reason), np.asarray(vec, np.float32))
         for s in [s for s, rows in pending.items() if len(rows) == len(by_index[s].records)]:
             plan, rows = by_index[s], pending.pop(s)
@@ -256,7 +281,9 @@ def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardSt
                 progress(count, total)
     report.ray_seconds = time.perf_counter() - t0
     if pending or len(done) != len(plans):
-        raise RuntimeError(f"the Ray pipeline ended with {len(plans) - len(done)} shard(s) incomplete; rerun to resume")
+        raise RuntimeError(
+            f"the Ray pipeline ended with {len(plans) - len(done)} shard(s) incomplete; rerun to resume"
+        )
     return done
 
 
@@ -274,7 +301,9 @@ class _ShardedStudyIndex(StudyIndex):
                ) -> tuple[list[StudyRecord], np.ndarray, list[str]]:  # fmt: skip
         dim = self.embedder.dim
         plans = plan_shards(records, self.ray_config.shard_size, self.embedder.version)
-        done = _embed_shards(self.ray_config, self.factory, self.shards, plans, dim, self.ray_report, progress, cancel)
+        done = _embed_shards(
+            self.ray_config, self.factory, self.shards, plans, dim, self.ray_report, progress, cancel
+        )
         self.used.extend(plans)
         kept, vecs, failed = [], [], []
         for p in plans:
