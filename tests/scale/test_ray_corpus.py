@@ -119,6 +119,7 @@ def _written(shards: Path) -> set[str]:
     return {p.stem for p in shards.glob("*.json")} if shards.is_dir() else set()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayCluster, tmp_path: Path) -> None:
     from radclip.engine.corpus import records_from_folder
