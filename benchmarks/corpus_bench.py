@@ -74,7 +74,7 @@ def _torch_threads() -> int:
 
 
 def on_ray(records: list, args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
-    from corpus_ray_cluster import LocalRayCluster
+    from ray_cluster import LocalRayCluster
 
     from radclip.engine.encoders import default_image_embedder
     from radclip.engine.ray_corpus import RayCorpusConfig, build_with_ray

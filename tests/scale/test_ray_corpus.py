@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_ray_cluster import LocalRayCluster, RayUnavailable
+from ray_cluster import LocalRayCluster, RayUnavailable
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SHARD_SIZE = 6

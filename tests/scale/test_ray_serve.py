@@ -8,14 +8,9 @@ reach every reader. Skips, saying why, only when Ray cannot be imported or the c
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,112 +19,40 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Request  # at module level: the annotations below are strings, resolved from these globals
+from ray_cluster import LocalRayCluster, RayUnavailable, free_port
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 60  # each Ray node, and the Serve deployment, must come up within this
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_range(n: int = 40) -> tuple[int, int]:
-    """A window of ``n`` ports none of which is bound now (Ray's worker processes take ports from it)."""
-    for _ in range(200):
-        lo = random.randrange(20_000, 40_000 - n)
-        try:
-            for p in range(lo, lo + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return lo, lo + n - 1
-    raise RuntimeError("no free window of ports for Ray workers")
-
-
-def _node_ports() -> list[str]:
-    lo, hi = _free_range()
-    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-             "metrics-export-port", "runtime-env-agent-port")  # fmt: skip
-    return [*(f"--{n}={_free_port()}" for n in names), f"--min-worker-port={lo}", f"--max-worker-port={hi}"]
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on {port} within {START_TIMEOUT_S} s")
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Each ``ray start --block`` leads its own process group (gcs, raylet, workers): end the groups we started."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, sig)
-        deadline = time.monotonic() + 15
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """``ray start --head`` + ``ray start --address`` on loopback, free ports, a private temp dir; the GCS address."""
+    """``ray start --head`` + one ``ray start --address`` on loopback (tests/scale/ray_cluster.py); the GCS address."""
     try:
-        import ray  # noqa: F401
-        from ray import serve  # noqa: F401
+        import ray
+        from ray import serve
     except ImportError as exc:
         pytest.skip(f"Ray Serve is not importable ({exc}); pip install 'ray[serve]>=2.60'")
-    ray_bin = Path(sys.executable).parent / "ray"
-    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     src = str(Path(__import__("radclip").__file__).resolve().parents[1])  # replicas import this checkout's radclip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}  # one proxy (HeadOnly) for both nodes' replicas
-    gcs = _free_port()
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--block", "--disable-usage-stats"]
-    procs: list[subprocess.Popen[bytes]] = []
-    log = open(Path(temp) / "ray-start.log", "wb")  # noqa: SIM115 (closed in finally)
+    pythonpath = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
+    cluster = LocalRayCluster(workers=1, cpus_per_node=2, start_timeout_s=START_TIMEOUT_S,
+                              env={"PYTHONPATH": pythonpath,  # one proxy (HeadOnly) for both nodes' replicas:
+                                   "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"})  # fmt: skip
     try:
-        head = [str(ray_bin), "start", "--head", f"--port={gcs}", f"--ray-client-server-port={_free_port()}",
-                "--include-dashboard=false", f"--temp-dir={temp}", *common, *_node_ports()]  # fmt: skip
-        procs.append(subprocess.Popen(head, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        _wait_port(gcs, procs[0], "ray head")
-        worker = [str(ray_bin), "start", f"--address=127.0.0.1:{gcs}", *common, *_node_ports()]
-        procs.append(subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        import ray
-
-        os.environ["PYTHONPATH"] = env["PYTHONPATH"]
-        ray.init(address=f"127.0.0.1:{gcs}", log_to_driver=False)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while sum(n["Alive"] for n in ray.nodes()) < 2:
-            if time.monotonic() > deadline or procs[1].poll() is not None:
-                raise RuntimeError("the Ray worker node did not join the head")
-            time.sleep(0.5)
-    except Exception as exc:
-        _stop(procs)
-        log.close()
-        tail = (Path(temp) / "ray-start.log").read_text(errors="replace")[-1500:]
-        pytest.skip(f"Ray could not start: {exc}\n{tail}")
+        cluster.start()
+        os.environ["PYTHONPATH"] = pythonpath
+        ray.init(address=cluster.address, log_to_driver=False)
+    except (RayUnavailable, ConnectionError, RuntimeError) as exc:
+        cluster.stop()
+        pytest.skip(f"Ray could not start: {exc}")
     try:
-        yield f"127.0.0.1:{gcs}"
+        yield cluster.address
     finally:
-        import ray
-
         try:
-            from ray import serve
-
             serve.shutdown()
         finally:
             ray.shutdown()
-            _stop(procs)
-            log.close()
+            cluster.stop()
 
 
 def _tiny_models(folder: Path) -> tuple[Path, Path]:
@@ -186,7 +109,7 @@ def services(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                  "torch_threads": 1}  # fmt: skip
     with BackgroundServer(create_app(load_settings(**overrides))) as single:
         _wait_ready(single.url)
-        config = RayServeConfig(replicas=2, num_cpus=0.5, proxy_location="HeadOnly", http_port=_free_port(), health_check_period_s=2,
+        config = RayServeConfig(replicas=2, num_cpus=0.5, proxy_location="HeadOnly", http_port=free_port(), health_check_period_s=2,
                                 graceful_shutdown_timeout_s=5)  # fmt: skip
         summary = deploy(ray_cluster, overrides, config)
         _wait_ready(summary["url"])
