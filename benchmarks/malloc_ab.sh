@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B of radclip serve's malloc settings (runtime/allocator.py) on the shipped models: interleaved 90 s soaks
 # (benchmarks/soak.py, 16 clients) for each variant, ROUNDS rounds; then a summary in benchmarks/results/malloc_ab.json.
-#   variants: tuned (thresholds fixed + 2 arenas, the default), thresholds (RADCLIP_MALLOC_ARENA_MAX=0), glibc (off)
+#   variants: tuned (thresholds fixed + 2 arenas), thresholds (RADCLIP_MALLOC_ARENA_MAX=0), glibc (off)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}; out=${OUT:-$(mktemp -d)}; w=src/radclip/weights

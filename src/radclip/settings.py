@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port the HTTP service binds to.")
     max_upload_mb: float = Field(default=50.0, gt=0, le=2048, description="Largest accepted upload, in MB.")
     torch_threads: int = Field(default=0, ge=0, le=256, description="Intra-op threads for inference; 0 = library default.")
-    malloc_tuning: bool = Field(default=True, description="radclip serve fixes glibc's mmap/trim thresholds and caps malloc arenas at 2 (runtime/allocator.py): the RSS reaches its plateau early instead of stepping up later; false = glibc defaults.")
+    malloc_tuning: bool = Field(default=False, description="radclip serve fixes glibc's mmap/trim thresholds and caps malloc arenas (runtime/allocator.py): no late RSS step, but a 30-minute soak slowed by 25% with it; off by default (docs/reliability.md#soak).")
     malloc_arena_max: int = Field(default=2, ge=0, le=64, description="With malloc_tuning: the glibc arena cap (M_ARENA_MAX); 0 = glibc's default (8 per core).")
     device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="Where the served models run; auto = CUDA when available (runtime/accelerator.py).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")

@@ -11,6 +11,9 @@ which request first frees the largest block, so the footprint steps up at an unp
 What: fix the thresholds at start (setting them disables the dynamic adjustment) and cap the arenas, through
 ``mallopt(3)``. The process then reaches its steady footprint within the first requests instead of minutes
 later. Nothing else changes; on a non-glibc libc (musl, macOS) it is a no-op that says so.
+
+Opt-in (``RADCLIP_MALLOC_TUNING=true``): in a quiet 30-minute soak with it on, throughput fell steadily by
+25%, which glibc's defaults did not do (docs/reliability.md, "Soak").
 Environment variables (``MALLOC_ARENA_MAX`` ...) would only act at process start; ``mallopt`` works from
 ``radclip serve`` itself, before the server starts its worker threads.
 """
