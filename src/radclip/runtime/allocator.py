@@ -12,8 +12,8 @@ What: fix the thresholds at start (setting them disables the dynamic adjustment)
 ``mallopt(3)``. The process then reaches its steady footprint within the first requests instead of minutes
 later. Nothing else changes; on a non-glibc libc (musl, macOS) it is a no-op that says so.
 
-Opt-in (``RADCLIP_MALLOC_TUNING=true``): in a quiet 30-minute soak with it on, throughput fell steadily by
-25%, which glibc's defaults did not do (docs/reliability.md, "Soak").
+``radclip serve`` applies the thresholds by default and no arena cap (``RADCLIP_MALLOC_ARENA_MAX=0``): in a
+quiet 30-minute soak with a cap of 2, throughput fell steadily by 25% (docs/reliability.md, "Soak").
 Environment variables (``MALLOC_ARENA_MAX`` ...) would only act at process start; ``mallopt`` works from
 ``radclip serve`` itself, before the server starts its worker threads.
 """
