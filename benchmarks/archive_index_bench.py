@@ -172,7 +172,7 @@ def cold_latency(index: VectorIndex, queries: np.ndarray) -> dict:
         index.search(q[None], 10)
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1000
-    return {"queries": len(queries), "nprobe": index.config.ivf_nprobe, "rerank": index.config.ivf_rerank,
+    return {"queries": len(queries), "nprobe": index.config.ivf_nprobe, "rerank": index.rerank_depth,
             "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}  # fmt: skip
 
 

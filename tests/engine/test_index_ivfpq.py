@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from radclip.engine import ivfpq
 from radclip.engine.index import IndexConfig, IndexKey, IndexStore, VectorIndex
 
 DIM = 128
@@ -131,3 +134,16 @@ def test_save_load_roundtrip_and_vector_checksum(tmp_path, data, built) -> None:
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="untrained"):
         store.save(key, VectorIndex(DIM, "ivfpq", CFG))
+
+
+def test_rerank_and_list_defaults_scale_with_size(data, built) -> None:
+    """ivf_rerank=0 re-ranks by size (800 up to 3M, 2,400 at 10M); auto nlist stops at the measured 4,096."""
+    assert [ivfpq.auto_rerank(n) for n in (10_000, 2_000_000, 4_000_000, 10_000_000)] == [800, 800, 960, 2_400]
+    assert [ivfpq.auto_nlist(n) for n in (10_000, 1_000_000, 10_000_000)] == [256, 4_096, 4_096]
+    _, q, _ = data
+    auto = VectorIndex(built.dim, "ivfpq", replace(CFG, ivf_rerank=0), _index=built._index, _vectors=built._vectors)
+    fixed = VectorIndex(built.dim, "ivfpq", replace(CFG, ivf_rerank=800), _index=built._index, _vectors=built._vectors)
+    assert auto.rerank_depth == 800 and built.rerank_depth == 200
+    np.testing.assert_array_equal(auto.search(q, 10)[1], fixed.search(q, 10)[1])
+    # the depth is what search uses: 200 candidates rank differently from 800 on these queries
+    assert not np.array_equal(built.search(q, 10)[1], auto.search(q, 10)[1])

@@ -52,13 +52,13 @@ class IndexConfig:
     # Archive scale (docs/scaling.md, benchmarks/results/archive_index_bench.json): IVF-PQ candidates,
     # exact re-rank from a float16 vector file on disk.
     ivfpq_threshold: int = 2_000_000  # at or above: IVF-PQ (HNSW would hold 2.3 GB per 1M vectors in RAM)
-    ivf_nlist: int = 0  # inverted lists; 0 = ~4*sqrt(n), a power of two (4,096 at 1M, 16,384 at 10M)
+    ivf_nlist: int = 0  # inverted lists; 0 = ~4*sqrt(n), a power of two, at most 4,096 (ivfpq.auto_nlist)
     ivf_pq_m: int = 64  # PQ bytes per vector (512-d: 8 dims per sub-quantizer)
     ivf_pq_nbits: int = 8  # bits per PQ sub-code
-    # 1M mixture vectors, 1 thread, 2 busy cores: nprobe=32, rerank=800 -> recall@10 0.977, p50 6.7 ms,
-    # p95 10.7 ms (4M: 0.912, p95 16.8 ms); rerank=400 -> 0.937 (PQ ranking, not list coverage, limits recall)
+    # Mixture vectors, 1 thread, nprobe=32: rerank 800 -> recall@10 0.977 at 1M, 0.912 at 4M, 0.819 at 10M;
+    # at 10M rerank 2,400 -> 0.942, p95 8.3 ms (PQ ranking, not list coverage, limits recall)
     ivf_nprobe: int = 32  # lists scanned per query
-    ivf_rerank: int = 800  # candidates re-scored exactly from the vector file (1,600: p50 24 ms, +0.01 recall)
+    ivf_rerank: int = 0  # candidates re-scored exactly from the vector file; 0 = by size (ivfpq.auto_rerank)
     ivf_train_size: int = 100_000  # vectors sampled to train k-means + PQ (at least 39 per list is enforced)
     ivf_kmeans_iter: int = 10  # k-means iterations, coarse and PQ (FAISS's default is 25)
     ivf_scratch_dir: str | None = None  # where an unsaved IVF-PQ index keeps its vector file (None: the temp dir)
@@ -108,7 +108,7 @@ class VectorIndex:
     def _ivf_params(self, n: int) -> ivfpq.IVFPQParams:
         c = self.config
         nlist = c.ivf_nlist or ivfpq.auto_nlist(n)
-        return ivfpq.IVFPQParams(nlist, c.ivf_pq_m, c.ivf_pq_nbits, c.ivf_nprobe, c.ivf_rerank,
+        return ivfpq.IVFPQParams(nlist, c.ivf_pq_m, c.ivf_pq_nbits, c.ivf_nprobe, c.ivf_rerank or ivfpq.auto_rerank(n),
                                  max(c.ivf_train_size, 39 * nlist), c.ivf_kmeans_iter)  # fmt: skip
 
     def _new(self) -> Any:
@@ -200,6 +200,11 @@ class VectorIndex:
         keep = ~np.isin(ids, np.fromiter(self.tombstones, dtype=np.int64, count=len(self.tombstones)))
         return VectorIndex.build(vecs[keep], ids[keep], self.config)
 
+    @property
+    def rerank_depth(self) -> int:
+        """ivfpq: candidates re-scored exactly per query (the config's value, or by size when it is 0)."""
+        return self.config.ivf_rerank or ivfpq.auto_rerank(self.ntotal)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, ids) per query row, best first; missing slots are (-inf, -1)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -213,7 +218,7 @@ class VectorIndex:
         # busy-wait, taking a core from the model sessions: /screen's model stage 7.0 -> 4.4 ms).
         _faiss().omp_set_num_threads(1 if len(queries) <= 16 else (os.cpu_count() or 1))
         if self._vectors is not None:
-            _, rows = self._index.search(queries, min(max(k, self.config.ivf_rerank), self.ntotal))
+            _, rows = self._index.search(queries, min(max(k, self.rerank_depth), self.ntotal))
             return ivfpq.rerank(queries, rows, self._vectors, k)
         scores, ids = self._index.search(queries, fetch)
         if not self.tombstones:
