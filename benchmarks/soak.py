@@ -71,28 +71,9 @@ def dicom_bytes(seed: int) -> bytes:
 
 def tiny_models(folder: Path) -> tuple[Path, Path]:
     """Seeded random triage and CLIP weights with cards (as the tests make them): seconds on CPU."""
-    import torch
+    from radclip.models.tiny_artifacts import write_tiny_models
 
-    from radclip.io.labels import NIH_LABELS
-    from radclip.models.card import ModelCard, Preprocessing
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    torch.manual_seed(0)
-    t_path = folder / "tiny-triage.safetensors"
-    sha = save_state_dict(create_model("mobilenetv2_triage").state_dict(), t_path)
-    ModelCard(name="tiny-triage", architecture="mobilenetv2_triage", version="soak-0", task="triage", labels=list(NIH_LABELS),
-              preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=t_path.name,
-              weights_sha256=sha).save(t_path.with_name("tiny-triage.card.json"))  # fmt: skip
-    torch.manual_seed(0)
-    clip = create_model("medclip_tiny")
-    c_path = folder / "tiny-clip.safetensors"
-    sha = save_state_dict(clip.state_dict(), c_path)
-    ModelCard(name="tiny-clip", architecture="medclip", version="soak-0", task="clip", weights_file=c_path.name,
-              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=clip.preprocessing).save(
-        c_path.with_name("tiny-clip.card.json"))  # fmt: skip
-    return t_path, c_path
+    return write_tiny_models(folder, version="soak-0")
 
 
 def start_server(work: Path, models: tuple[Path, Path]) -> tuple[subprocess.Popen[bytes], str]:

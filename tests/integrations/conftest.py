@@ -44,30 +44,9 @@ def orthanc() -> Iterator[Orthanc]:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(triage weights, clip weights): seeded random weights with cards; seconds on CPU, no download."""
-    import torch
+    from radclip.models.tiny_artifacts import write_tiny_models
 
-    from radclip.io.labels import NIH_LABELS
-    from radclip.models.card import ModelCard, Preprocessing
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    folder = tmp_path_factory.mktemp("integration-models")
-    torch.manual_seed(0)
-    triage = create_model("mobilenetv2_triage")
-    t_path = folder / "tiny-triage.safetensors"
-    sha = save_state_dict(triage.state_dict(), t_path)
-    ModelCard(name="tiny-triage", architecture="mobilenetv2_triage", version="test-0", task="triage", labels=list(NIH_LABELS),
-              preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=t_path.name,
-              weights_sha256=sha).save(t_path.with_name("tiny-triage.card.json"))  # fmt: skip
-    torch.manual_seed(0)
-    clip = create_model("medclip_tiny")
-    c_path = folder / "tiny-clip.safetensors"
-    sha = save_state_dict(clip.state_dict(), c_path)
-    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=c_path.name,
-              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=clip.preprocessing).save(
-        c_path.with_name("tiny-clip.card.json"))  # fmt: skip
-    return t_path, c_path
+    return write_tiny_models(tmp_path_factory.mktemp("integration-models"))
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_outbox_dedups_marks_failed_and_keeps_order(tmp_path: Path) -> None:
 
 
 def test_split_multipart() -> None:
-    from radclip.integrations.dicomweb_sync import split_multipart
+    from radclip.integrations.dicomweb_client import split_multipart
 
     body = b"--abc\r\nContent-Type: application/dicom\r\n\r\n\x00DICM\r\n1\r\n--abc--\r\n"
     assert split_multipart(body, 'multipart/related; type="application/dicom"; boundary=abc') == [

@@ -52,21 +52,9 @@ def discordant_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
+    from radclip.models.tiny_artifacts import write_tiny_clip
 
-    from radclip.models.card import ModelCard
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    torch.manual_seed(0)
-    model = create_model("medclip_tiny")
-    out = tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors"
-    sha = save_state_dict(model.state_dict(), out)
-    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
-              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
-        out.with_name("tiny-clip.card.json"))  # fmt: skip
-    return out
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="module")

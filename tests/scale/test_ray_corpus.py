@@ -48,24 +48,6 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _tiny_clip(folder: Path) -> Path:
-    import torch
-
-    from radclip.models.card import ModelCard
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    torch.manual_seed(0)
-    model = create_model("medclip_tiny")
-    out = folder / "tiny-clip.safetensors"
-    sha = save_state_dict(model.state_dict(), out)
-    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
-              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
-        out.with_name("tiny-clip.card.json"))  # fmt: skip
-    return out
-
-
 def _corpus(folder: Path) -> Path:
     from PIL import Image
 
@@ -127,8 +109,9 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     from radclip.engine.index import IndexStore
     from radclip.engine.ray_corpus import plan_shards
     from radclip.engine.study_index import StudyIndex
+    from radclip.models.tiny_artifacts import write_tiny_clip
 
-    weights = _tiny_clip(tmp_path)
+    weights = write_tiny_clip(tmp_path)
     (tmp_path / "corpus").mkdir()
     corpus = _corpus(tmp_path / "corpus")
     records = records_from_folder(corpus)

@@ -55,31 +55,6 @@ def ray_cluster() -> Iterator[str]:
             cluster.stop()
 
 
-def _tiny_models(folder: Path) -> tuple[Path, Path]:
-    """Seeded random-weight triage and image-text models with cards (as tests/service/conftest.py makes them)."""
-    import torch
-
-    from radclip.io.labels import NIH_LABELS
-    from radclip.models.card import ModelCard, Preprocessing
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    torch.manual_seed(0)
-    triage = folder / "tiny-triage.safetensors"
-    sha = save_state_dict(create_model("mobilenetv2_triage").state_dict(), triage)
-    ModelCard(name="tiny-triage", architecture="mobilenetv2_triage", version="test-0", task="triage", labels=list(NIH_LABELS),
-              preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=triage.name,
-              weights_sha256=sha).save(folder / "tiny-triage.card.json")  # fmt: skip
-    torch.manual_seed(0)
-    model = create_model("medclip_tiny")
-    clip = folder / "tiny-clip.safetensors"
-    sha = save_state_dict(model.state_dict(), clip)
-    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=clip.name, weights_sha256=sha,
-              config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(folder / "tiny-clip.card.json")  # fmt: skip
-    return triage, clip
-
-
 def _png(seed: int, size: int = 64) -> bytes:
     import io
 
@@ -94,13 +69,14 @@ def _png(seed: int, size: int = 64) -> bytes:
 @pytest.fixture(scope="module")
 def services(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The single-process service and the Ray Serve deployment, on the same settings, home and models."""
+    from radclip.models.tiny_artifacts import write_tiny_models
     from radclip.service.app import create_app
     from radclip.service.background import BackgroundServer
     from radclip.service.ray_deployment import RayServeConfig, deploy
     from radclip.settings import load_settings
 
     root = tmp_path_factory.mktemp("rayserve")
-    triage, clip = _tiny_models(root)
+    triage, clip = write_tiny_models(root)
     corpus = root / "corpus"
     corpus.mkdir()
     for i in range(12):

@@ -13,44 +13,19 @@ from radclip.service.background import BackgroundServer
 @pytest.fixture(scope="session")
 def tiny_triage_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A mobilenetv2 triage model with seeded random weights and a proper card (no download, no training)."""
-    import torch
-
     from radclip.io.labels import NIH_LABELS
-    from radclip.models.card import ModelCard, Preprocessing
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
+    from radclip.models.tiny_artifacts import write_tiny_triage
 
-    torch.manual_seed(0)
-    model = create_model("mobilenetv2_triage")
-    out = tmp_path_factory.mktemp("weights") / "tiny-triage.safetensors"
-    sha = save_state_dict(model.state_dict(), out)
-    card = ModelCard(
-        name="tiny-triage", architecture="mobilenetv2_triage", version="test-0", task="triage", labels=list(NIH_LABELS),
-        preprocessing=Preprocessing(input_size=224, scale="imagenet", in_chans=1), weights_file=out.name, weights_sha256=sha,
-        calibration={"temperature": {NIH_LABELS[0]: 2.0}},
-    )
-    card.save(out.with_name("tiny-triage.card.json"))
-    return out
+    calibration = {"temperature": {NIH_LABELS[0]: 2.0}}
+    return write_tiny_triage(tmp_path_factory.mktemp("weights"), calibration=calibration)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny image-text model (seeded random weights) with its card: seconds on CPU, no MiniLM needed."""
-    import torch
+    from radclip.models.tiny_artifacts import write_tiny_clip
 
-    from radclip.models.card import ModelCard
-    from radclip.models.clip import tiny_config
-    from radclip.models.registry import create_model
-    from radclip.models.weights import save_state_dict
-
-    torch.manual_seed(0)
-    model = create_model("medclip_tiny")
-    out = tmp_path_factory.mktemp("clip") / "tiny-clip.safetensors"
-    sha = save_state_dict(model.state_dict(), out)
-    ModelCard(name="tiny-clip", architecture="medclip", version="test-0", task="clip", weights_file=out.name,
-              weights_sha256=sha, config=tiny_config().to_dict(), preprocessing=model.preprocessing).save(
-        out.with_name("tiny-clip.card.json"))
-    return out
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def write_png(path: Path, seed: int, size: int = 64) -> Path:

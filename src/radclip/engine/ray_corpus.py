@@ -2,10 +2,12 @@
 
 The records (a folder or a manifest, :mod:`radclip.engine.corpus`) are cut into shards of
 ``shard_size`` in listing order. Each shard is named by a digest of its members (image key, path,
-file size) and the image-model version, so a rerun recognises the shards it already wrote.
+file size, or for a DICOMweb instance its SOP Instance UID) and the image-model version, so a rerun recognises the shards it already wrote.
 Missing shards go through one Ray Data pipeline: ``map_batches`` over an actor pool
 (``ActorPoolStrategy(size=actors)``), each actor holding the image tower once and decoding with the
-single-process loader (:func:`radclip.engine.study_index.default_load_fn`). The driver writes
+single-process loader (:func:`radclip.engine.study_index.default_load_fn`, or the ``load_factory`` given,
+e.g. the DICOMweb fetch of :mod:`radclip.integrations.dicomweb_corpus`: the actors then fetch each
+image from the server themselves, the driver only lists). The driver writes
 each shard as soon as all of its rows are back (``.npz`` written to a temporary file, fsynced,
 renamed, then a ``.json`` with its sha256), so a killed driver loses only the shards in flight.
 A file that cannot be decoded is quarantined inside its shard with the reason; it never stops
@@ -37,16 +39,20 @@ from radclip.engine.index import IndexConfig, sha256_file
 from radclip.engine.study_index import (
     BuildCancelled,
     CancelFlag,
+    ImageSourceDown,
     OpenReport,
     ProgressFn,
     StudyIndex,
     StudyRecord,
     _cancelled,
+    content_tag,
     default_load_fn,
 )
 
 log = logging.getLogger(__name__)
 EmbedderFactory = Callable[[], ImageEmbedder]  # picklable (a module-level function or functools.partial)
+# input size -> (image path -> contract tensor); picklable, like EmbedderFactory
+LoadFactory = Callable[[int], Callable[[str], np.ndarray]]
 SHARD_FORMAT = 1
 
 
@@ -114,8 +120,7 @@ def plan_shards(records: Sequence[StudyRecord], shard_size: int, model_version: 
         chunk = tuple(records[start : start + shard_size])
         h = hashlib.sha256(f"radclip-shard/{SHARD_FORMAT}\t{model_version}\n".encode())
         for r in chunk:
-            p = Path(r.image_path)
-            h.update(f"{r.image_key}\t{r.image_path}\t{p.stat().st_size if p.is_file() else -1}\n".encode())
+            h.update(f"{r.image_key}\t{r.image_path}\t{content_tag(r)}\n".encode())
         plans.append(ShardPlan(i, h.hexdigest(), chunk))
     return plans
 
@@ -186,9 +191,9 @@ class ShardStore:
 class EmbedActor:
     """One Ray Data actor: the image tower held once; decode + embed one batch of paths at a time."""
 
-    def __init__(self, factory: EmbedderFactory) -> None:
+    def __init__(self, factory: EmbedderFactory, load_factory: LoadFactory = default_load_fn) -> None:
         self.embedder = factory()
-        self.load = default_load_fn(int(getattr(self.embedder, "input_size", 224)))
+        self.load = load_factory(int(getattr(self.embedder, "input_size", 224)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
@@ -197,6 +202,8 @@ class EmbedActor:
             try:
                 tensors.append(self.load(path))
                 ok[i] = True
+            except ImageSourceDown:
+                raise  # the job fails; the shards already written are kept for the rerun
             except Exception as exc:  # quarantine: one bad file never stops the job
                 reasons[i] = f"{type(exc).__name__}: {exc}"[:500]
         vectors = np.zeros((len(paths), self.embedder.dim), np.float32)
@@ -206,7 +213,7 @@ class EmbedActor:
 
 
 def _ray_rows(
-    cfg: RayCorpusConfig, factory: EmbedderFactory, todo: Sequence[ShardPlan]
+    cfg: RayCorpusConfig, factory: EmbedderFactory, load_factory: LoadFactory, todo: Sequence[ShardPlan]
 ) -> Iterator[dict[str, np.ndarray]]:
     import ray  # lazily: only the --ray path needs it
     import ray.data
@@ -227,14 +234,14 @@ def _ray_rows(
     # about one block per model batch (at least two per actor) so every actor gets work from the start
     blocks = min(max(-(-len(items) // cfg.batch_size), 2 * cfg.actors), len(items), 1000)
     source = ray.data.from_items(items, override_num_blocks=blocks)
-    embedded = source.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory}, batch_size=cfg.batch_size,
+    embedded = source.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory, "load_factory": load_factory}, batch_size=cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.actor_cpus,
                         batch_format="numpy")  # fmt: skip
     yield from embedded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
-def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardStore, plans: Sequence[ShardPlan],
-                  dim: int, report: RayBuildReport, progress: ProgressFn | None, cancel: CancelFlag | None,
+def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, load_factory: LoadFactory, store: ShardStore,
+                  plans: Sequence[ShardPlan], dim: int, report: RayBuildReport, progress: ProgressFn | None, cancel: CancelFlag | None,
                   ) -> dict[int, ShardData]:  # fmt: skip
     total = sum(len(p.records) for p in plans)
     done: dict[int, ShardData] = {}
@@ -251,7 +258,7 @@ def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardSt
     t0 = time.perf_counter()
     by_index = {p.index: p for p in todo}
     pending: dict[int, dict[int, tuple[bool, str, np.ndarray]]] = {}
-    for batch in _ray_rows(cfg, factory, todo):
+    for batch in _ray_rows(cfg, factory, load_factory, todo):
         if _cancelled(cancel):
             raise BuildCancelled(
                 f"ray corpus build cancelled after {count}/{total} images; written shards are kept"
@@ -290,9 +297,10 @@ def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, store: ShardSt
 class _ShardedStudyIndex(StudyIndex):
     """A :class:`StudyIndex` whose embedding step runs on Ray in shards; metadata and persistence are unchanged."""
 
-    def __init__(self, *args: Any, ray_config: RayCorpusConfig, factory: EmbedderFactory, **kw: Any) -> None:
+    def __init__(self, *args: Any, ray_config: RayCorpusConfig, factory: EmbedderFactory, load_factory: LoadFactory,
+                 **kw: Any) -> None:  # fmt: skip
         super().__init__(*args, **kw)
-        self.ray_config, self.factory = ray_config, factory
+        self.ray_config, self.factory, self.load_factory = ray_config, factory, load_factory
         self.shards = ShardStore(self.store.root / "ray-shards")
         self.ray_report = RayBuildReport(open=None)  # type: ignore[arg-type]
         self.used: list[ShardPlan] = []
@@ -301,9 +309,8 @@ class _ShardedStudyIndex(StudyIndex):
                ) -> tuple[list[StudyRecord], np.ndarray, list[str]]:  # fmt: skip
         dim = self.embedder.dim
         plans = plan_shards(records, self.ray_config.shard_size, self.embedder.version)
-        done = _embed_shards(
-            self.ray_config, self.factory, self.shards, plans, dim, self.ray_report, progress, cancel
-        )
+        done = _embed_shards(self.ray_config, self.factory, self.load_factory, self.shards, plans, dim, self.ray_report,
+                             progress, cancel)  # fmt: skip
         self.used.extend(plans)
         kept, vecs, failed = [], [], []
         for p in plans:
@@ -316,20 +323,24 @@ class _ShardedStudyIndex(StudyIndex):
                 else:
                     failed.append(r.study_id)
             self.ray_report.quarantined.extend(data.quarantined)
+            self._quarantine.extend(asdict(q) for q in data.quarantined)
         return kept, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32)), failed
 
 
 def build_with_ray(records: Sequence[StudyRecord], embedder: ImageEmbedder, factory: EmbedderFactory,
                    config: RayCorpusConfig, database: str | None = None, root: str | Path | None = None,
                    index_config: IndexConfig | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelFlag | None = None) -> RayBuildReport:  # fmt: skip
+                   cancel: CancelFlag | None = None, load_factory: LoadFactory | None = None) -> RayBuildReport:  # fmt: skip
     """Open (warm-load) or build the study index for ``records``, embedding on the Ray cluster.
 
     ``embedder`` is the driver's copy (its version and dim key the index); ``factory`` builds the
-    same model inside each actor. The result equals ``StudyIndex(embedder).open(records)``.
+    same model inside each actor, ``load_factory`` (default :func:`default_load_fn`) its image loader.
+    The result equals ``StudyIndex(embedder, load_fn=load_factory(size)).open(records)``.
     """
+    load_factory = load_factory or default_load_fn
     index = _ShardedStudyIndex(embedder, database, root, index_config, config.batch_size,
-                               ray_config=config, factory=factory)  # fmt: skip
+                               load_fn=load_factory(int(getattr(embedder, "input_size", 224))),
+                               ray_config=config, factory=factory, load_factory=load_factory)  # fmt: skip
     report = index.ray_report
     report.open = index.open(records, progress=progress, cancel=cancel)
     if not config.keep_shards:

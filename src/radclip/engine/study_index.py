@@ -45,6 +45,10 @@ class BuildCancelled(RuntimeError):
     """The build was stopped through its cancel flag; nothing was written."""
 
 
+class ImageSourceDown(RuntimeError):
+    """The server images are fetched from is down: the build stops (rerun to resume) instead of quarantining."""
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     study_id: str
@@ -68,19 +72,42 @@ class OpenReport:
     reason: str  # why it was (re)built, or "loaded"
     embedded: int = 0
     failed: list[str] = field(default_factory=list)  # study ids whose image could not be read
+    # {"study_id", "image_path", "reason"} of each image left out
+    quarantine: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     kind: str = ""
     live: int = 0
 
 
+def is_remote(image_path: str) -> bool:
+    """True for an image fetched by URL (``dicomweb+http://…``) rather than read from a file."""
+    return "://" in image_path
+
+
+def content_tag(r: StudyRecord) -> str:
+    """What stands for the image's content in a digest: the file size, or for a URL the image key.
+
+    A DICOMweb instance is named by its SOP Instance UID, which by the standard never names other
+    pixels, so the digest needs no request to the server and is stable across reruns.
+    """
+    if is_remote(r.image_path):
+        return r.image_key
+    p = Path(r.image_path)
+    return str(p.stat().st_size if p.is_file() else -1)
+
+
 def snapshot_of(records: Sequence[StudyRecord]) -> str:
-    """sha256 over the sorted (study id, path, file size) triples: the dataset snapshot version."""
+    """sha256 over the sorted (study id, path, file size or UID) triples: the dataset snapshot version."""
     h = hashlib.sha256()
     for r in sorted(records, key=lambda r: r.study_id):
-        p = Path(r.image_path)
-        size = p.stat().st_size if p.is_file() else -1
-        h.update(f"{r.study_id}\t{r.image_path}\t{size}\n".encode())
+        h.update(f"{r.study_id}\t{r.image_path}\t{content_tag(r)}\n".encode())
     return h.hexdigest()
+
+
+def quarantine_entry(r: StudyRecord, exc: BaseException) -> dict[str, str]:
+    """Why one image was left out of the index: ``"<ErrorType>: <message>"`` (bounded)."""
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    return {"study_id": r.study_id, "image_path": r.image_path, "reason": reason}
 
 
 def default_load_fn(size: int = 224) -> Callable[[str], np.ndarray]:
@@ -123,6 +150,7 @@ class StudyIndex:
         # from memory after the first time: a per-query SQL round trip cost ~1.5 ms of a /screen call.
         # Rows deleted here are evicted; a rebuild clears it.
         self._meta_cache: dict[int, dict[str, Any]] = {}
+        self._quarantine: list[dict[str, str]] = []  # the bad images of the current build, with reasons
 
     # -- metadata -------------------------------------------------------------------------
     def _count(self, key: IndexKey) -> int:
@@ -190,9 +218,12 @@ class StudyIndex:
                 try:
                     tensors.append(self.load_fn(r.image_path))
                     batch.append(r)
+                except ImageSourceDown:
+                    raise
                 except Exception as exc:  # one unreadable image must not stop a 100k build
                     log.warning("skipping study %s: cannot load %s (%s)", r.study_id, r.image_path, exc)
                     failed.append(r.study_id)
+                    self._quarantine.append(quarantine_entry(r, exc))
             if tensors:
                 out = l2_normalise(np.asarray(self.embedder.encode_images(np.stack(tensors)), np.float32))
                 kept.extend(batch)
@@ -221,6 +252,7 @@ class StudyIndex:
             reason = "metadata count differs from the index"
         records = self._with_added_rows(key, records)
         log.info("building index %s (%s)", key.slug, reason)
+        self._quarantine = []
         kept, vecs, failed = self._embed(list(records), progress, cancel)
         with self._sessions.begin() as s:
             s.execute(delete(db.IndexItem).where(db.IndexItem.index_key == key.slug))
@@ -230,7 +262,8 @@ class StudyIndex:
         self.store.save(key, index, {"image_version": self.embedder.version})
         with self._lock:
             self.key, self.index = key, index
-        return OpenReport(key, False, reason, len(kept), failed, time.perf_counter() - t0, index.kind, index.live)
+        return OpenReport(key, False, reason, embedded=len(kept), failed=failed, quarantine=list(self._quarantine),
+                          seconds=time.perf_counter() - t0, kind=index.kind, live=index.live)  # fmt: skip
 
     def _with_added_rows(self, key: IndexKey, records: Sequence[StudyRecord]) -> list[StudyRecord]:
         """``records`` plus the images added to this index since (ingest, PACS) whose files still exist.
