@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from benchmarks.timing import median_ms
+
 from radclip.io.labels import NIH_LABELS
 from radclip.models.registry import create_model
 from radclip.train.triage_trainer import augment_batch, masked_bce
