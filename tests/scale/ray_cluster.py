@@ -95,8 +95,12 @@ class LocalRayCluster:
             time.sleep(1.0)
         logs = "".join((Path(self.temp_dir) / f).read_text(errors="replace")[-600:] for f in ("head.log", "worker0.log")
                        if (Path(self.temp_dir) / f).is_file())  # fmt: skip
+        hint = ""
+        if "InvalidAuthToken" in last + logs and (Path.home() / ".ray" / "auth_token").is_file():
+            # seen with ray 2.60: a local ray.init() leaves ~/.ray/auth_token, and the probe then fails to connect
+            hint = " (a stray ~/.ray/auth_token from an earlier local ray.init() breaks this; move it away and rerun)"
         raise RayUnavailable(
-            f"local Ray cluster did not reach {n} node(s) in {self.timeout:.0f}s: {last[-400:]} {logs}"
+            f"local Ray cluster did not reach {n} node(s) in {self.timeout:.0f}s{hint}: {last[-400:]} {logs}"
         )
 
     def _wait_port(self, port: int) -> None:

@@ -212,3 +212,79 @@ def test_shard_store_refuses_damaged_or_foreign_shards(tmp_path: Path) -> None:
     assert store.read(plan, dim=8) is None  # flipped byte: the sha256 in the json no longer matches
     npz.write_bytes(bytes(data[: len(data) // 3]))
     assert store.read(plan, dim=8) is None  # truncated
+
+
+DOWN_DRIVER = textwrap.dedent("""
+    import sys
+    from functools import partial
+    from pathlib import Path
+    from radclip.engine.corpus import records_from_folder
+    from radclip.engine.encoders import default_image_embedder
+    from radclip.engine.ray_corpus import RayCorpusConfig, build_with_ray
+    from radclip.engine.study_index import ImageSourceDown, default_load_fn
+
+    def down_factory(size):  # the image server goes down at case30: fetching it fails, not decoding it
+        load = default_load_fn(size)
+        def fetch(path):
+            if path.endswith("case30.png"):
+                raise ImageSourceDown("image server http://pacs.invalid:8042 is down: connection refused; rerun to resume")
+            return load(path)
+        return fetch
+
+    address, weights, corpus, database, root = sys.argv[1:6]
+    config = RayCorpusConfig(address=address, shard_size=6, batch_size=4, actors=2, keep_shards=True)
+    try:
+        build_with_ray(records_from_folder(Path(corpus)), default_image_embedder(weights),
+                       partial(default_image_embedder, weights), config, database=database, root=root,
+                       load_factory=down_factory)
+    except ImageSourceDown as exc:
+        print("DOWN " + str(exc), flush=True)
+        sys.exit(3)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_source_down_inside_an_actor_stops_the_build_with_its_message(cluster: LocalRayCluster, tmp_path: Path) -> None:
+    """An actor's ImageSourceDown reaches the driver as ImageSourceDown (not Ray's wrapped traceback), nothing merged."""
+    from radclip.models.tiny_artifacts import write_tiny_clip
+
+    weights = write_tiny_clip(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    corpus = _corpus(tmp_path / "corpus")
+    script = tmp_path / "down_driver.py"
+    script.write_text(DOWN_DRIVER)
+    root = tmp_path / "home" / "index"
+    args = [sys.executable, str(script), cluster.address, str(weights), str(corpus), f"sqlite:///{tmp_path / 'd.db'}", str(root)]
+    run = subprocess.run(args, env=_env(tmp_path, weights), capture_output=True, text=True, timeout=180)
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == (
+        "DOWN image server http://pacs.invalid:8042 is down: connection refused; rerun to resume"
+    )
+    assert not list(root.glob("*.manifest.json")), "a build stopped by a down source merges nothing"
+    shards = root / "ray-shards"
+    assert not any("case30" in p.read_text() for p in shards.glob("*.json")), "case30 is not quarantined: a down source stops the build"
+
+
+def test_source_down_read_out_of_rays_wrapped_error() -> None:
+    """Ray Data (2.60) re-raises an actor's error as RayTaskError(UserCodeException) with only the remote
+    traceback's text; the ImageSourceDown line is read back out of it, and nothing else is mistaken for it."""
+    from radclip.engine.ray_corpus import source_down_in
+    from radclip.engine.study_index import ImageSourceDown
+
+    remote_text = (  # the shape of str(exc) observed from ray 2.60 (pid, paths shortened)
+        "\x1b[36mray::MapWorker(MapBatches(EmbedActor)).submit()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+        '  File "/x/ray_corpus.py", line 203, in __call__\n'
+        "    tensors.append(self.load(path))\n"
+        "radclip.engine.study_index.ImageSourceDown: DICOMweb server http://h:8042 is down: timed out\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+    )
+    found = source_down_in(RuntimeError(remote_text))
+    assert isinstance(found, ImageSourceDown) and str(found) == "DICOMweb server http://h:8042 is down: timed out"
+    original = ImageSourceDown("down")
+    wrapped = RuntimeError("wrapper")
+    wrapped.__cause__ = original
+    assert source_down_in(wrapped) is original
+    assert source_down_in(ValueError("ImageSourceDown is mentioned, but not as a raised error line")) is None
+    assert source_down_in(RuntimeError("some.module.OtherError: the PNG is truncated")) is None

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -237,7 +238,34 @@ def _ray_rows(
     embedded = source.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory, "load_factory": load_factory}, batch_size=cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.actor_cpus,
                         batch_format="numpy")  # fmt: skip
-    yield from embedded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    try:
+        yield from embedded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    except Exception as exc:
+        down = source_down_in(exc)
+        if down is None:
+            raise
+        raise down from None  # one line for the user, not Ray's remote traceback
+
+
+_SOURCE_DOWN = re.compile(r"^\S*ImageSourceDown: (.+)$", re.MULTILINE)
+
+
+def source_down_in(exc: BaseException) -> ImageSourceDown | None:
+    """The :class:`ImageSourceDown` an actor raised, if ``exc`` carries one, else None.
+
+    Ray Data re-raises an error from a ``map_batches`` actor as ``RayTaskError(UserCodeException)``
+    holding only the remote traceback's text (seen with ray 2.60: neither ``isinstance`` nor the
+    ``cause`` chain reaches the original), so the text's ``...ImageSourceDown: <message>`` line is read.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain itself first: a local executor keeps the real exception
+        if seen is None:
+            break
+        if isinstance(seen, ImageSourceDown):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    match = _SOURCE_DOWN.search(str(exc))
+    return ImageSourceDown(match.group(1).strip()) if match else None
 
 
 def _embed_shards(cfg: RayCorpusConfig, factory: EmbedderFactory, load_factory: LoadFactory, store: ShardStore,
