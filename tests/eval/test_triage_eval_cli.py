@@ -69,20 +69,19 @@ def test_eval_cli_on_manifest_without_split(tmp_path: Path) -> None:
     model, c = load_pretrained(card)
     preds = collect_logits(model, ManifestDataset(manifest, tmp_path, size=32), c.preprocessing, keep_features=True)
     assert rep["per_label"]["Effusion"]["auc"] == pytest.approx(roc_auc(preds.labels[:10, 2], preds.logits[:10, 2]))
-    # the pointing game by hand: the 32x32 CAM of i1 peaks near (row, col) (18, 25) for Atelectasis, inside its
-    # box (x 192..256, y 128..192 of the 256 frame = cols 24..31, rows 16..23), and near (16, 21) for Cardiomegaly,
-    # outside its box (cols/rows 0..15): one hit of two. The exact argmax can move by a pixel between thread
-    # counts (near-equal neighbours), so the check is against the boxes, not the pixel.
+    # the pointing game by hand: the 32x32 CAM argmax of i1 per boxed label, tested against its box (Atelectasis:
+    # x 192..256, y 128..192 of the 256 frame = cols 24..31, rows 16..23; Cardiomegaly: cols/rows 0..15). With this
+    # seeded random model the peaks move between CPUs (Atelectasis (18, 25) on one host, (18, 23) on another, near a
+    # box edge), so no pixel is pinned: the hits are derived by hand here and the report must agree, box by box.
     from radclip.explain.cam import class_activation_maps, upsample_maps
 
     w, b = model.classifier.weight.detach(), model.classifier.bias.detach()
     feats = torch.from_numpy(preds.features[1][None])
     peaks = [divmod(int(upsample_maps(class_activation_maps(feats, w, b, [k]), 32).argmax()), 32) for k in (0, 1)]
     (r0, c0), (r1, c1) = peaks
-    assert 16 <= r0 <= 23 and 24 <= c0 <= 31 and abs(r0 - 18) + abs(c0 - 25) <= 2
-    assert not (r1 <= 15 and c1 <= 15) and abs(r1 - 16) + abs(c1 - 21) <= 2
-    assert [(c["label"], c["hit"]) for c in loc["cases"]] == [("Atelectasis", True), ("Cardiomegaly", False)]
-    assert loc["pointing_game"] == 0.5
+    hits = [16 <= r0 <= 23 and 24 <= c0 <= 31, r1 <= 15 and c1 <= 15]
+    assert [(c["label"], c["hit"]) for c in loc["cases"]] == [("Atelectasis", hits[0]), ("Cardiomegaly", hits[1])]
+    assert loc["pointing_game"] == pytest.approx(sum(hits) / 2)
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped triage model not present")
