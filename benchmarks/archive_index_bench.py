@@ -160,20 +160,28 @@ def truth(mix: dict, n: int, queries: np.ndarray, work: Path, k: int = 10) -> np
 
 
 def cold_latency(index: VectorIndex, queries: np.ndarray) -> dict:
-    """Per-query latency with the vector file evicted from the page cache before each query (fadvise)."""
+    """Per-query latency with the vector file evicted from the page cache before each query (fadvise),
+    with the re-rank prefetch (``ivf_prefetch``) on and off, alternating per query (A/B in one run)."""
     path = index._vectors.path  # type: ignore[union-attr]
-    times = []
-    for q in queries:
-        index._vectors._mm = None  # type: ignore[union-attr]  # unmap: mapped pages can't be evicted
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # this file's clean pages only
-        os.close(fd)
-        t = time.perf_counter()
-        index.search(q[None], 10)
-        times.append(time.perf_counter() - t)
-    ms = np.array(times) * 1000
-    return {"queries": len(queries), "nprobe": index.config.ivf_nprobe, "rerank": index.rerank_depth,
-            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}  # fmt: skip
+    times: dict[bool, list[float]] = {True: [], False: []}
+    base = index.config
+    for n, q in enumerate(queries):
+        for prefetch in ((True, False) if n % 2 else (False, True)):
+            index.config = replace(base, ivf_prefetch=prefetch)
+            index._vectors._mm = None  # type: ignore[union-attr]  # unmap: mapped pages can't be evicted
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # this file's clean pages only
+            os.close(fd)
+            t = time.perf_counter()
+            index.search(q[None], 10)
+            times[prefetch].append(time.perf_counter() - t)
+    index.config = base
+    out: dict = {"queries": len(queries), "nprobe": index.config.ivf_nprobe, "rerank": index.rerank_depth}
+    for prefetch, key in ((True, "prefetch"), (False, "no_prefetch")):
+        ms = np.array(times[prefetch]) * 1000
+        out[key] = {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+    out["p50_ratio_no_prefetch_over_prefetch"] = round(out["no_prefetch"]["p50_ms"] / out["prefetch"]["p50_ms"], 2)
+    return out
 
 
 def probe(work: Path, queries_path: Path, truth_path: Path, settings: list[tuple[int, int]], cold: int = 0) -> dict:
@@ -194,23 +202,30 @@ def probe(work: Path, queries_path: Path, truth_path: Path, settings: list[tuple
         index.config = replace(index.config, ivf_nprobe=nprobe, ivf_rerank=rerank)
         index._apply_search_params()
         index.search(queries[:20], 10)  # warm the lists and the touched pages
-        times, found, scores = [], [], []
-        for q in queries:
-            t = time.perf_counter()
-            s, i = index.search(q[None], 10)
-            times.append(time.perf_counter() - t)
+        times, times_off, found, scores = [], [], [], []
+        on, off = index.config, replace(index.config, ivf_prefetch=False)
+        for n, q in enumerate(queries):  # prefetch on and off, alternating which goes first (same results: tested)
+            for cfg in ((on, off) if n % 2 else (off, on)):
+                index.config = cfg
+                t = time.perf_counter()
+                s, i = index.search(q[None], 10)
+                (times if cfg is on else times_off).append(time.perf_counter() - t)
             found.append(i[0])
             scores.append(s[0])
+        index.config = on
         same = np.array(found) == gt  # same id at the same rank: float16 re-rank score vs float32 exact
         err = float(np.abs(np.array(scores)[same] - gt_s[same]).max()) if same.any() else float("nan")
         ms = np.array(times) * 1000
         rec = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, gt, strict=True)]))
         res["settings"][f"{nprobe}/{rerank}"] = {"nprobe": nprobe, "rerank": rerank, "p50_ms": round(float(np.percentile(ms, 50)), 3),
                                                  "p95_ms": round(float(np.percentile(ms, 95)), 3), "recall_at_10": round(rec, 4),
-                                                 "max_abs_score_error": err}  # fmt: skip
+                                                 "max_abs_score_error": err,
+                                                 "no_prefetch_p50_ms": round(float(np.percentile(np.array(times_off) * 1000, 50)), 3),
+                                                 "no_prefetch_p95_ms": round(float(np.percentile(np.array(times_off) * 1000, 95)), 3)}  # fmt: skip
         print(f"nprobe={nprobe} R={rerank}: {res['settings'][f'{nprobe}/{rerank}']}", flush=True)
     if cold:
-        index.config = replace(index.config, ivf_nprobe=IndexConfig.ivf_nprobe, ivf_rerank=IndexConfig.ivf_rerank)
+        index.config = replace(index.config, ivf_nprobe=IndexConfig.ivf_nprobe, ivf_rerank=IndexConfig.ivf_rerank,
+                               ivf_prefetch=True)
         index._apply_search_params()
         res["cold"] = cold_latency(index, queries[:cold])
         print(f"cold: {res['cold']}", flush=True)

@@ -147,3 +147,24 @@ def test_rerank_and_list_defaults_scale_with_size(data, built) -> None:
     np.testing.assert_array_equal(auto.search(q, 10)[1], fixed.search(q, 10)[1])
     # the depth is what search uses: 200 candidates rank differently from 800 on these queries
     assert not np.array_equal(built.search(q, 10)[1], auto.search(q, 10)[1])
+
+
+def test_prefetch_hints_exactly_the_candidate_rows_and_changes_no_result(data, built, monkeypatch) -> None:
+    """ivf_prefetch: one WILLNEED hint per re-ranked row, at that row's byte offset; same results with it off."""
+    import os
+
+    _, q, _ = data
+    off = VectorIndex(built.dim, "ivfpq", replace(CFG, ivf_prefetch=False), _index=built._index, _vectors=built._vectors)
+    calls: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, o, n, advice: (calls.append((o, n, advice)), real(fd, o, n, advice))[1])
+    s_on, i_on = built.search(q[:3], 10)
+    hinted = len(calls)
+    s_off, i_off = off.search(q[:3], 10)
+    assert len(calls) == hinted  # prefetch off: no hints
+    np.testing.assert_array_equal(i_on, i_off)
+    np.testing.assert_array_equal(s_on, s_off)
+    _, cand = built._index.search(q[:3], built.rerank_depth)
+    row_bytes = DIM * 2
+    expected = [(int(r) * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED) for c in cand for r in np.unique(c[c >= 0])]
+    assert calls == expected

@@ -61,6 +61,9 @@ class IndexConfig:
     ivf_rerank: int = 0  # candidates re-scored exactly from the vector file; 0 = by size (ivfpq.auto_rerank)
     ivf_train_size: int = 100_000  # vectors sampled to train k-means + PQ (at least 39 per list is enforced)
     ivf_kmeans_iter: int = 10  # k-means iterations, coarse and PQ (FAISS's default is 25)
+    # tell the kernel the candidate rows before reading them: concurrent reads when the vector file is not
+    # cached (10M, R 2,400, evicted: ~30 ms instead of ~245 ms per query on this host), ~1 ms when it is
+    ivf_prefetch: bool = True
     ivf_scratch_dir: str | None = None  # where an unsaved IVF-PQ index keeps its vector file (None: the temp dir)
 
 
@@ -188,7 +191,7 @@ class VectorIndex:
     def vectors_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
         if self._vectors is not None:
             rows = self._vectors.live_rows()
-            return self._vectors.take(rows), self._vectors.row_ids[rows]
+            return self._vectors.take(rows, prefetch=False), self._vectors.row_ids[rows]
         faiss = _faiss()
         inner = faiss.downcast_index(self._index.index)
         vecs = inner.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
@@ -219,7 +222,7 @@ class VectorIndex:
         _faiss().omp_set_num_threads(1 if len(queries) <= 16 else (os.cpu_count() or 1))
         if self._vectors is not None:
             _, rows = self._index.search(queries, min(max(k, self.rerank_depth), self.ntotal))
-            return ivfpq.rerank(queries, rows, self._vectors, k)
+            return ivfpq.rerank(queries, rows, self._vectors, k, self.config.ivf_prefetch)
         scores, ids = self._index.search(queries, fetch)
         if not self.tombstones:
             return _pad(scores, ids, k)
