@@ -24,7 +24,7 @@ PATIENT = "MRN-DICOMWEB-0042"
 STUDIES = [("1", 2), ("2", 2), ("3", 1)]  # (study suffix, images)
 
 
-def _dicom(study: str, n: int, *, truncated: bool = False) -> tuple[str, bytes]:
+def _dicom(study: str, n: int, *, truncated: bool = False, modality: str = "DX") -> tuple[str, bytes]:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
@@ -39,7 +39,7 @@ def _dicom(study: str, n: int, *, truncated: bool = False) -> tuple[str, bytes]:
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
         meta.MediaStorageSOPClassUID,
         meta.MediaStorageSOPInstanceUID,
-        "DX",
+        modality,
     )
     ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{root}.{study}", f"{root}.{study}.1"
     ds.PatientID, ds.PatientName, ds.StudyDate = PATIENT, "TEST^DICOMWEB", f"2026010{study}"
@@ -72,6 +72,7 @@ def served(orthanc: Any, tmp_path: Path) -> dict[str, Any]:
         _upload(orthanc, data)
     gone_sop, gone = _dicom("5", 1)
     gone_id = _upload(orthanc, gone)
+    _upload(orthanc, _dicom("6", 1, modality="CT")[1])  # not a radiograph: not listed by default
     return {"folder": folder, "good": [s for s, _ in files[:-1]], "bad": files[-1][0], "gone": gone_sop,
             "gone_id": gone_id}  # fmt: skip
 
@@ -103,6 +104,7 @@ def test_dicomweb_build_equals_folder_build(
     source = f"dicomweb+{orthanc.dicomweb}"
     records = records_from_dicomweb(source, pseudonymise=lambda v: f"pid-{len(v or '')}")
     assert len(records) == len(served["good"]) + 2
+    assert len(records_from_dicomweb(source, pseudonymise=str, modalities=None)) == len(records) + 1  # + the CT
     again = records_from_dicomweb(source, pseudonymise=lambda v: f"pid-{len(v or '')}")
     assert [p.digest for p in plan_shards(records, 3, "m")] == [p.digest for p in plan_shards(again, 3, "m")]
     httpx.delete(
@@ -176,7 +178,14 @@ def test_cli_indexes_a_dicomweb_server(
         "--no-progress",
     ]
     assert main(args) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr().out
+    out = json.loads(printed.strip().splitlines()[-1])
+    assert PATIENT not in printed
+    from sqlalchemy import create_engine, text
+
+    with create_engine(f"sqlite:///{tmp_path / 'cli.db'}").connect() as conn:
+        stored = conn.execute(text("select patient_id from index_items")).scalars().all()
+    assert stored and all(p and p.startswith("pid-") and PATIENT not in p for p in stored)  # the keyed pseudonym
     assert (out["embedded"], out["failed"], out["loaded"]) == (
         len(served["good"]) + 1,
         1,
@@ -193,6 +202,7 @@ def test_cli_indexes_a_dicomweb_server(
         ("http://127.0.0.1:{port}/dicom-web", "write dicomweb+http://"),
         ("dicomweb+ftp://pacs/dicom-web", "needs an http or https URL"),
         ("dicomweb+http:///dicom-web", "needs an http or https URL with a host"),
+        ("dicomweb+http://admin:s3cret@127.0.0.1:{port}/dicom-web", "credentials in the DICOMweb URL are refused"),
     ],
 )
 def test_cli_bad_dicomweb_source_says_how_to_fix_it(
@@ -211,6 +221,61 @@ def test_cli_bad_dicomweb_source_says_how_to_fix_it(
     )
     err = capsys.readouterr().err
     assert rc == 1 and expected in err and "Traceback" not in err, err
+    assert "s3cret" not in err
+
+
+def test_source_url_is_normalised() -> None:
+    from radclip.integrations.dicomweb_corpus import instance_path, parse_source
+
+    base = parse_source("dicomweb+HTTP://PACS.example:8042/dicom-web/")
+    assert base == "http://pacs.example:8042/dicom-web"
+    assert instance_path(base, "1", "2", "3") == "dicomweb+http://pacs.example:8042/dicom-web/studies/1/series/2/instances/3"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "down"),
+    [(401, b"", True), (403, b"", True), (429, b"", True), (503, b"", True), (404, b"", False), (410, b"", False),
+     (200, b"not multipart", False)],
+)  # fmt: skip
+def test_refusals_stop_the_build_and_one_bad_instance_is_quarantined(
+    status: int, body: bytes, down: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal of the client (auth, rate limit) or a 5xx stops the build; a 404/410 or a malformed answer is that instance's."""
+    from radclip.engine.study_index import ImageSourceDown
+    from radclip.integrations import dicomweb_corpus
+    from radclip.integrations.dicomweb_client import DicomWebClient, DicomWebUnavailable
+
+    base = "http://pacs.test/dicom-web"
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body,
+                                                                   headers={"content-type": "text/plain"}))  # fmt: skip
+    monkeypatch.setitem(dicomweb_corpus._CLIENTS, base, DicomWebClient(base, transport=transport))
+    path = dicomweb_corpus.instance_path(base, "1.2", "1.2.3", "1.2.3.4")
+    if down:
+        with pytest.raises(ImageSourceDown, match=str(status)):
+            dicomweb_corpus.fetch_instance(path)
+    else:
+        with pytest.raises(DicomWebUnavailable) as info:
+            dicomweb_corpus.fetch_instance(path)
+        assert not isinstance(info.value, ImageSourceDown) and not info.value.server_down
+
+
+def test_qido_paging_refuses_a_server_that_ignores_offset() -> None:
+    """A server answering the same full page for every offset would list forever; it is refused with the fix."""
+    from radclip.integrations.dicomweb_client import DicomWebClient, DicomWebUnavailable
+
+    page = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}} for i in range(3)]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=page))
+    client = DicomWebClient("http://pacs.test/dicom-web", page_size=3, transport=transport)
+    with pytest.raises(DicomWebUnavailable, match="ignores offset"):
+        client.study_rows()
+    # a server that pages properly: 3 + 3 + 1 rows
+    rows = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}} for i in range(7)]
+
+    def paged(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        return httpx.Response(200, json=rows[offset : offset + 3])
+
+    assert len(DicomWebClient("http://pacs.test/dicom-web", page_size=3, transport=httpx.MockTransport(paged)).study_rows()) == 7
 
 
 def test_server_down_mid_build_stops_it_instead_of_quarantining(

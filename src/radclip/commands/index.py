@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", default=None,
                         help="index every PNG/DICOM under this folder, or every instance on a DICOMweb server "
                              "(dicomweb+http://HOST:PORT/dicom-web) (default: RADCLIP_CORPUS, else the shared cxr/pool demo corpus)")  # fmt: skip
+    parser.add_argument("--modalities", default="CR,DX",
+                        help="DICOMweb source: list only instances of these modalities (comma-separated; 'all': every instance)")  # fmt: skip
     parser.add_argument("--manifest", default=None, help="manifest CSV (image_id, path, patient_id, view, report, ...)")
     parser.add_argument("--images-root", default=None, help="folder the manifest's paths are relative to (default: the CSV's folder)")
     parser.add_argument("--limit", type=int, default=None, help="index at most this many studies")
@@ -82,13 +84,14 @@ def _list_records(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
         if not is_dicomweb_source(source):
             raise ValueError(f"{source!r} is a URL; to index a DICOMweb server write dicomweb+{source}")
-        return records_from_dicomweb(source), dicomweb_load_fn
+        wanted = None if args.modalities.strip().lower() == "all" else tuple(m.strip().upper() for m in args.modalities.split(",") if m.strip())
+        return records_from_dicomweb(source, modalities=wanted), dicomweb_load_fn
     return corpus_records(Path(source) if source else get_settings().resolved_corpus), None
 
 
 def run(args: argparse.Namespace) -> int:
     from radclip.engine.encoders import default_image_embedder
-    from radclip.engine.study_index import StudyIndex
+    from radclip.engine.study_index import ImageSourceDown, StudyIndex
 
     try:
         records, load_factory = _list_records(args)
@@ -100,14 +103,19 @@ def run(args: argparse.Namespace) -> int:
         embedder = default_image_embedder()
         load_fn = load_factory(int(getattr(embedder, "input_size", 224))) if load_factory else None
         index = StudyIndex(embedder, args.database, batch_size=args.batch_size, load_fn=load_fn)
-        bar, progress = _progress_bar(args, len(records), "indexing")
-        report = index.open(records, progress=progress)
     # FileNotFoundError: neither a folder nor a CSV; RuntimeError: the DICOMweb server is down or refused
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"radclip index: {exc}", file=sys.stderr)
         return 1
-    if bar is not None:
-        bar.close()
+    bar, progress = _progress_bar(args, len(records), "indexing")
+    try:
+        report = index.open(records, progress=progress)
+    except ImageSourceDown as exc:  # the image server went away mid-build: one line, rerun to resume
+        print(f"radclip index: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
     print(json.dumps({"key": report.key.slug, "loaded": report.loaded, "reason": report.reason, "embedded": report.embedded,
                       "failed": len(report.failed), "quarantine": report.quarantine, "live": report.live,
                       "kind": report.kind, "seconds": round(report.seconds, 2), "root": str(index.store.root)}))  # fmt: skip

@@ -32,8 +32,7 @@ class IVFPQParams:
     nlist: int  # inverted lists (k-means centroids of the coarse quantizer)
     m: int  # PQ sub-quantizers (bytes per code at 8 bits); must divide dim
     nbits: int  # bits per sub-quantizer code
-    nprobe: int  # lists scanned per query
-    rerank: int  # candidates re-scored exactly from the vector file
+    nprobe: int  # lists scanned per query (the re-rank depth is the index's: VectorIndex.rerank_depth)
     train_size: int  # vectors sampled for k-means + PQ training
     kmeans_iter: int  # k-means iterations (coarse quantizer and PQ codebooks)
 
@@ -53,7 +52,7 @@ RERANK_FLOOR, RERANK_PER_MILLION = 800, 240
 
 
 def auto_rerank(n: int) -> int:
-    """Candidates to re-rank exactly for an index of ``n`` vectors: 800, plus 240 per million above ~3M.
+    """Candidates to re-rank exactly for an index of ``n`` vectors: max(800, 240 per started million).
 
     More vectors crowd each query's neighbourhood, so the true top-10 sit deeper in the PQ ranking.
     Measured at nprobe 32 (benchmarks/results/archive_index_bench.json): R 800 gives recall@10 0.977 at
@@ -148,22 +147,18 @@ class RerankVectors:
     def take(self, rows: np.ndarray, prefetch: bool = True) -> np.ndarray:
         """float32 copies of ``rows`` (sorted row numbers read in file order).
 
-        ``prefetch``: first tell the kernel every row that is about to be read
-        (``posix_fadvise(WILLNEED)``), so rows not in the page cache are read concurrently rather
-        than one page fault at a time: at 10M vectors with the file evicted, 2,400 rows took ~30 ms
-        instead of ~245 ms on this host's virtio disk, for ~1 ms more when every row is cached.
+        ``prefetch``: first tell the kernel every page about to be read (``madvise(WILLNEED)`` on this
+        mapping, :func:`page_ranges`), so the pages not in the page cache are read concurrently rather
+        than one fault at a time. 10M vectors, R 2,400, file evicted: p50 24 ms instead of 163 ms on this
+        host's virtio disk; ~1 ms more when every row is cached (docs/scaling.md).
         """
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
         mm = self._map()
-        if prefetch and hasattr(os, "posix_fadvise") and self.path is not None:
-            row_bytes = self.dim * np.dtype(VECTOR_DTYPE).itemsize
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                for r in rows.tolist():
-                    os.posix_fadvise(fd, r * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
+        raw = getattr(mm, "_mmap", None)
+        if prefetch and raw is not None and hasattr(mmap, "MADV_WILLNEED"):
+            for start, length in page_ranges(rows, self.dim * np.dtype(VECTOR_DTYPE).itemsize, mmap.PAGESIZE):
+                raw.madvise(mmap.MADV_WILLNEED, start, length)
         return np.asarray(mm[rows], dtype=np.float32)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -180,6 +175,22 @@ class RerankVectors:
         else:
             shutil.copyfile(self.path, vectors_to)
         self.row_ids.tofile(ids_to)
+
+
+def page_ranges(rows: np.ndarray, row_bytes: int, page: int) -> list[tuple[int, int]]:
+    """(start, length) of the page-aligned byte ranges holding ``rows`` (sorted), touching pages merged."""
+    first = rows.astype(np.int64) * row_bytes // page
+    last = ((rows.astype(np.int64) + 1) * row_bytes - 1) // page
+    out: list[tuple[int, int]] = []
+    lo, hi = int(first[0]), int(last[0])
+    for f, la in zip(first[1:].tolist(), last[1:].tolist(), strict=True):
+        if f <= hi + 1:
+            hi = max(hi, la)
+        else:
+            out.append((lo * page, (hi - lo + 1) * page))
+            lo, hi = f, la
+    out.append((lo * page, (hi - lo + 1) * page))
+    return out
 
 
 def _unlink(path: Path) -> None:

@@ -40,6 +40,7 @@ from radclip.engine.index import IndexConfig, sha256_file
 from radclip.engine.study_index import (
     BuildCancelled,
     CancelFlag,
+    Embedded,
     ImageSourceDown,
     OpenReport,
     ProgressFn,
@@ -333,26 +334,29 @@ class _ShardedStudyIndex(StudyIndex):
         self.ray_report = RayBuildReport(open=None)  # type: ignore[arg-type]
         self.used: list[ShardPlan] = []
 
-    def _embed(self, records: Sequence[StudyRecord], progress: ProgressFn | None, cancel: CancelFlag | None,
-               ) -> tuple[list[StudyRecord], np.ndarray, list[str]]:  # fmt: skip
+    def embed_records(self, records: Sequence[StudyRecord], progress: ProgressFn | None = None,
+                      cancel: CancelFlag | None = None) -> Embedded:  # fmt: skip
         dim = self.embedder.dim
         plans = plan_shards(records, self.ray_config.shard_size, self.embedder.version)
         done = _embed_shards(self.ray_config, self.factory, self.load_factory, self.shards, plans, dim, self.ray_report,
                              progress, cancel)  # fmt: skip
         self.used.extend(plans)
-        kept, vecs, failed = [], [], []
+        out = Embedded([], np.zeros((0, dim), np.float32))
+        vecs = []
         for p in plans:
             data = done[p.index]
             row = {k: i for i, k in enumerate(data.keys)}
             for r in p.records:
                 if r.image_key in row:
-                    kept.append(r)
+                    out.kept.append(r)
                     vecs.append(data.vectors[row[r.image_key]])
                 else:
-                    failed.append(r.study_id)
+                    out.failed.append(r.study_id)
             self.ray_report.quarantined.extend(data.quarantined)
-            self._quarantine.extend(asdict(q) for q in data.quarantined)
-        return kept, (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32)), failed
+            out.quarantine.extend(asdict(q) for q in data.quarantined)
+        if vecs:
+            out.vectors = np.stack(vecs)
+        return out
 
 
 def build_with_ray(records: Sequence[StudyRecord], embedder: ImageEmbedder, factory: EmbedderFactory,

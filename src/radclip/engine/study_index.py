@@ -79,6 +79,16 @@ class OpenReport:
     live: int = 0
 
 
+@dataclass
+class Embedded:
+    """What :meth:`StudyIndex.embed_records` returns: the records kept (in order) with their vectors, and the rest."""
+
+    kept: list[StudyRecord]
+    vectors: np.ndarray  # (len(kept), dim) float32, L2-normalised
+    failed: list[str] = field(default_factory=list)  # study ids whose image could not be read
+    quarantine: list[dict[str, str]] = field(default_factory=list)  # {"study_id", "image_path", "reason"} each
+
+
 def is_remote(image_path: str) -> bool:
     """True for an image fetched by URL (``dicomweb+http://…``) rather than read from a file."""
     return "://" in image_path
@@ -150,7 +160,6 @@ class StudyIndex:
         # from memory after the first time: a per-query SQL round trip cost ~1.5 ms of a /screen call.
         # Rows deleted here are evicted; a rebuild clears it.
         self._meta_cache: dict[int, dict[str, Any]] = {}
-        self._quarantine: list[dict[str, str]] = []  # the bad images of the current build, with reasons
 
     # -- metadata -------------------------------------------------------------------------
     def _count(self, key: IndexKey) -> int:
@@ -204,9 +213,15 @@ class StudyIndex:
         return {i: dict(found[i]) for i in ids if i in found}
 
     # -- embedding ------------------------------------------------------------------------
-    def _embed(self, records: Sequence[StudyRecord], progress: ProgressFn | None, cancel: CancelFlag | None,
-               ) -> tuple[list[StudyRecord], np.ndarray, list[str]]:  # fmt: skip
-        kept, vecs, failed = [], [], []
+    def embed_records(self, records: Sequence[StudyRecord], progress: ProgressFn | None = None,
+                      cancel: CancelFlag | None = None) -> Embedded:  # fmt: skip
+        """Decode and embed ``records`` in batches; an unreadable image is left out with its reason.
+
+        The one step a different executor replaces (``engine.ray_corpus`` embeds on a Ray cluster);
+        metadata and persistence stay here. :class:`ImageSourceDown` stops it instead.
+        """
+        out = Embedded([], np.zeros((0, self.embedder.dim), np.float32))
+        vecs = []
         total = len(records)
         if progress:
             progress(0, total)
@@ -222,16 +237,16 @@ class StudyIndex:
                     raise
                 except Exception as exc:  # one unreadable image must not stop a 100k build
                     log.warning("skipping study %s: cannot load %s (%s)", r.study_id, r.image_path, exc)
-                    failed.append(r.study_id)
-                    self._quarantine.append(quarantine_entry(r, exc))
+                    out.failed.append(r.study_id)
+                    out.quarantine.append(quarantine_entry(r, exc))
             if tensors:
-                out = l2_normalise(np.asarray(self.embedder.encode_images(np.stack(tensors)), np.float32))
-                kept.extend(batch)
-                vecs.append(out)
+                vecs.append(l2_normalise(np.asarray(self.embedder.encode_images(np.stack(tensors)), np.float32)))
+                out.kept.extend(batch)
             if progress:
                 progress(min(start + self.batch_size, total), total)
-        dim = self.embedder.dim
-        return kept, (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), failed
+        if vecs:
+            out.vectors = np.concatenate(vecs)
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self, records: Sequence[StudyRecord], snapshot: str | None = None, progress: ProgressFn | None = None,
@@ -252,8 +267,8 @@ class StudyIndex:
             reason = "metadata count differs from the index"
         records = self._with_added_rows(key, records)
         log.info("building index %s (%s)", key.slug, reason)
-        self._quarantine = []
-        kept, vecs, failed = self._embed(list(records), progress, cancel)
+        done = self.embed_records(list(records), progress, cancel)
+        kept, vecs, failed = done.kept, done.vectors, done.failed
         with self._sessions.begin() as s:
             s.execute(delete(db.IndexItem).where(db.IndexItem.index_key == key.slug))
         self._meta_cache.clear()
@@ -262,7 +277,7 @@ class StudyIndex:
         self.store.save(key, index, {"image_version": self.embedder.version})
         with self._lock:
             self.key, self.index = key, index
-        return OpenReport(key, False, reason, embedded=len(kept), failed=failed, quarantine=list(self._quarantine),
+        return OpenReport(key, False, reason, embedded=len(kept), failed=failed, quarantine=done.quarantine,
                           seconds=time.perf_counter() - t0, kind=index.kind, live=index.live)  # fmt: skip
 
     def _with_added_rows(self, key: IndexKey, records: Sequence[StudyRecord]) -> list[StudyRecord]:
@@ -293,7 +308,8 @@ class StudyIndex:
         with self._sessions() as s:
             have = set(s.scalars(select(db.IndexItem.instance_id).where(db.IndexItem.index_key == key.slug)).all())
         new = list({r.image_key: r for r in records if r.image_key not in have}.values())
-        kept, vecs, _ = self._embed(new, progress, cancel)
+        done = self.embed_records(new, progress, cancel)
+        kept, vecs = done.kept, done.vectors
         if not kept:
             return 0
         ids = self._insert_new(key, kept)  # a concurrent add of the same image may have won: -1 there

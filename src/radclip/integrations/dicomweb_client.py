@@ -12,21 +12,30 @@ from typing import Any
 import httpx
 
 TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_UID, TAG_N_INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
+REFUSED = frozenset({401, 403, 407, 408, 429})  # the server refuses this client, not one instance
 
 
 class DicomWebUnavailable(RuntimeError):
     """The DICOMweb server could not be reached or answered with an error; run the sync again later."""
 
-    def __init__(self, message: str, http_status: int | None = None) -> None:
+    def __init__(self, message: str, http_status: int | None = None, reached: bool = False) -> None:
         super().__init__(message)
         # the server's HTTP status; None when it was not reached or its answer was malformed. Not named
         # ``status``: that attribute means "the status radclip answers with" (service.problems, fuzz/)
         self.http_status = http_status
+        self.reached = reached or http_status is not None  # False: no answer at all (connection, timeout)
 
     @property
     def server_down(self) -> bool:
-        """Unreachable or a 5xx: the server's trouble, likely to pass (unlike a 404 for one instance)."""
-        return self.http_status is None or self.http_status >= 500
+        """True when every request would fail the same way, so it is not one instance's fault.
+
+        Unreachable, a 5xx, or a refusal of the client rather than of the instance: 401/403/407
+        (credentials), 408 (timeout), 429 (rate limit). False for a 404/410 (that instance is gone) and
+        for a malformed answer about one instance (``reached``, no status).
+        """
+        if not self.reached:
+            return True
+        return self.http_status is not None and (self.http_status >= 500 or self.http_status in REFUSED)
 
 
 def tag_value(item: dict[str, Any], tag: str) -> Any:
@@ -44,7 +53,7 @@ def _qido_page(r: httpx.Response, path: str) -> list[dict[str, Any]]:
 
     def bad(why: str) -> DicomWebUnavailable:
         return DicomWebUnavailable(
-            f"QIDO-RS {path} answered {why}; expected a DICOM JSON array (PS3.18 F.2); check the server"
+            f"QIDO-RS {path} answered {why}; expected a DICOM JSON array (PS3.18 F.2); check the server", reached=True
         )
 
     try:
@@ -74,7 +83,7 @@ def split_multipart(body: bytes, content_type: str) -> list[bytes]:
         None,
     )
     if not boundary:
-        raise DicomWebUnavailable(f"WADO-RS answer is not multipart (Content-Type {content_type!r})")
+        raise DicomWebUnavailable(f"WADO-RS answer is not multipart (Content-Type {content_type!r})", reached=True)
     parts = []
     for chunk in body.split(b"--" + boundary.encode())[1:]:
         if chunk.startswith(b"--"):
@@ -92,7 +101,8 @@ class DicomWebClient:
                  transport: httpx.BaseTransport | None = None) -> None:  # fmt: skip
         self.base = base_url.rstrip("/")
         self.page_size = page_size  # QIDO-RS limit per page
-        self._http = httpx.Client(timeout=timeout_s, transport=transport)
+        # a refused or reset connection is retried (3 times) before it counts as the server being down
+        self._http = httpx.Client(timeout=timeout_s, transport=transport or httpx.HTTPTransport(retries=3))
 
     def close(self) -> None:
         self._http.close()
@@ -122,6 +132,12 @@ class DicomWebClient:
                 path, "application/dicom+json", {**params, "limit": self.page_size, "offset": offset}
             )
             page = _qido_page(r, path) if r.status_code != 204 and r.content else []
+            if offset and page and page == out[offset - len(page) : offset]:  # ignores offset: the same page again
+                raise DicomWebUnavailable(
+                    f"QIDO-RS {path} answered the same {len(page)} rows for offset {offset}: the server ignores "
+                    f"offset; raise its result limit above the study count or page size {self.page_size}",
+                    reached=True,
+                )
             out.extend(page)
             if len(page) < self.page_size:
                 return out
@@ -129,7 +145,7 @@ class DicomWebClient:
 
     def study_rows(self, include: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """The QIDO-RS study objects of every study on the server (DICOM JSON), with the ``include`` tags."""
-        return self._qido("studies", {"includefield": ",".join((TAG_N_INSTANCES, *include))})
+        return self._qido("studies", {"includefield": [TAG_N_INSTANCES, *include]})
 
     def find_studies(self) -> list[tuple[str, int | None]]:
         """(StudyInstanceUID, number of instances or None) of every study on the server (QIDO-RS)."""
@@ -143,7 +159,7 @@ class DicomWebClient:
     def instance_rows(self, study_uid: str, include: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """The QIDO-RS instance objects of a study (DICOM JSON), with the ``include`` tags asked for."""
         return self._qido(
-            f"studies/{study_uid}/instances", {"includefield": ",".join(include)} if include else {}
+            f"studies/{study_uid}/instances", {"includefield": list(include)} if include else {}
         )
 
     def find_instances(self, study_uid: str) -> list[tuple[str, str]]:
@@ -164,6 +180,6 @@ class DicomWebClient:
         parts = split_multipart(r.content, r.headers.get("content-type", ""))
         if len(parts) != 1:
             raise DicomWebUnavailable(
-                f"WADO-RS for SOP Instance UID {sop_uid} returned {len(parts)} parts, expected 1"
+                f"WADO-RS for SOP Instance UID {sop_uid} returned {len(parts)} parts, expected 1", reached=True
             )
         return parts[0]

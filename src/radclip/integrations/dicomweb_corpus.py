@@ -19,6 +19,7 @@ same shards.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -38,8 +39,10 @@ from radclip.integrations.dicomweb_client import (
 )
 
 SCHEME_PREFIX = "dicomweb+"
-TAG_PATIENT_ID, TAG_STUDY_DATE, TAG_VIEW = "00100020", "00080020", "00185101"
-_INSTANCE = re.compile(r"^dicomweb\+(https?://.+)/studies/([^/]+)/series/([^/]+)/instances/([^/]+)$")
+TAG_PATIENT_ID, TAG_STUDY_DATE, TAG_VIEW, TAG_MODALITY = "00100020", "00080020", "00185101", "00080060"
+RADIOGRAPH_MODALITIES = ("CR", "DX")  # computed and digital radiography: what a chest X-ray archive holds
+_INSTANCE = re.compile(r"^dicomweb\+((?i:https?)://.+)/studies/([^/]+)/series/([^/]+)/instances/([^/]+)$")
+log = logging.getLogger(__name__)
 _CLIENTS: dict[str, DicomWebClient] = {}  # per process: one pooled HTTP client per server
 _CLIENTS_LOCK = threading.Lock()
 USAGE = "write the server's DICOMweb root with the dicomweb+ prefix, e.g. dicomweb+http://127.0.0.1:8042/dicom-web"
@@ -61,7 +64,12 @@ def parse_source(source: str) -> str:
         raise ValueError(f"{source!r} is not a valid URL ({exc}); {USAGE}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{source!r} needs an http or https URL with a host; {USAGE}")
-    return base
+    if url.userinfo:
+        raise ValueError("credentials in the DICOMweb URL are refused: they would be stored in every indexed "
+                         "study's path and printed in logs. radclip index does not authenticate to DICOMweb yet; "
+                         "index from a server (or a proxy in front of it) the indexing host reaches without "
+                         "credentials")  # fmt: skip
+    return str(url).rstrip("/")  # scheme and host lower-cased, as the instance paths are matched
 
 
 def instance_path(base: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -79,8 +87,9 @@ def _client(base: str) -> DicomWebClient:
 def fetch_instance(path: str) -> bytes:
     """The DICOM file behind an :func:`instance_path` (WADO-RS).
 
-    A 4xx for the instance (gone, refused) raises DicomWebUnavailable: that image is quarantined. An
-    unreachable server or a 5xx raises ImageSourceDown: the build stops and a rerun resumes.
+    A 404/410 or a malformed answer for the instance raises DicomWebUnavailable: that image is
+    quarantined. An unreachable server, a 5xx or a refusal of the client (401/403/407/408/429, see
+    ``DicomWebUnavailable.server_down``) raises ImageSourceDown: the build stops and a rerun resumes.
     """
     match = _INSTANCE.match(path)
     if match is None:
@@ -116,29 +125,37 @@ def dicomweb_load_fn(size: int = 224) -> Callable[[str], np.ndarray]:
     return load
 
 
-def records_from_dicomweb(source: str, pseudonymise: Pseudonymise | None = None,
-                          client: DicomWebClient | None = None) -> list[StudyRecord]:  # fmt: skip
-    """Every instance on the server as a record (QIDO-RS; no image is fetched). Errors name the fix."""
+def records_from_dicomweb(source: str, pseudonymise: Pseudonymise | None = None, client: DicomWebClient | None = None,
+                          modalities: tuple[str, ...] | None = RADIOGRAPH_MODALITIES) -> list[StudyRecord]:  # fmt: skip
+    """Every radiograph instance on the server as a record (QIDO-RS; no image is fetched). Errors name the fix.
+
+    ``modalities``: instances whose Modality is another one (CT, MR, SR, PR, KO, ...) are not listed,
+    so a PACS's other objects are never downloaded; an instance without Modality is kept. None: all.
+    """
     base = parse_source(source)
     own = client is None
     client = client or DicomWebClient(base)
     pseudonym = pseudonymise or default_pseudonymise()
     records: list[StudyRecord] = []
+    skipped = 0
+    source_name = f"dicomweb:{httpx.URL(base).netloc.decode()}"[:64]  # index_items.source is 64 characters
     try:
         studies = client.study_rows(include=(TAG_PATIENT_ID, TAG_STUDY_DATE))
         for study in sorted(studies, key=lambda s: str(tag_value(s, TAG_STUDY_UID) or "")):
             study_uid = tag_value(study, TAG_STUDY_UID)
             if not study_uid:
                 continue
-            rows = client.instance_rows(str(study_uid), include=(TAG_VIEW,))
+            rows = client.instance_rows(str(study_uid), include=(TAG_VIEW, TAG_MODALITY))
+            wanted = [r for r in rows if modalities is None or tag_value(r, TAG_MODALITY) in (None, "", *modalities)]
+            skipped += len(rows) - len(wanted)
             keyed = sorted((str(tag_value(r, TAG_SERIES_UID)), str(tag_value(r, TAG_SOP_UID)), r)
-                           for r in rows if tag_value(r, TAG_SOP_UID) and tag_value(r, TAG_SERIES_UID))  # fmt: skip
+                           for r in wanted if tag_value(r, TAG_SOP_UID) and tag_value(r, TAG_SERIES_UID))  # fmt: skip
             patient = tag_value(study, TAG_PATIENT_ID)
             for series_uid, sop_uid, row in keyed:
                 records.append(StudyRecord(
                     study_id=str(study_uid), image_path=instance_path(base, str(study_uid), series_uid, sop_uid),
                     patient_id=pseudonym(str(patient)) if patient else None, view=_text(tag_value(row, TAG_VIEW)),
-                    study_date=_text(tag_value(study, TAG_STUDY_DATE)), source=f"dicomweb:{httpx.URL(base).netloc.decode()}",
+                    study_date=_text(tag_value(study, TAG_STUDY_DATE)), source=source_name,
                     instance_id=sop_uid))  # fmt: skip
     except DicomWebUnavailable as exc:
         raise DicomWebUnavailable(
@@ -149,6 +166,8 @@ def records_from_dicomweb(source: str, pseudonymise: Pseudonymise | None = None,
     finally:
         if own:
             client.close()
+    if skipped:
+        log.info("%s: %d instance(s) of other modalities than %s not listed", base, skipped, "/".join(modalities or ()))
     return records
 
 
