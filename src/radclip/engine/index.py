@@ -62,7 +62,7 @@ class IndexConfig:
     ivf_train_size: int = 100_000  # vectors sampled to train k-means + PQ (at least 39 per list is enforced)
     ivf_kmeans_iter: int = 10  # k-means iterations, coarse and PQ (FAISS's default is 25)
     # tell the kernel the candidate rows' pages before reading them: concurrent reads when the vector file is
-    # not cached (10M, R 2,400, evicted: p50 24 ms instead of 163 ms on this host), ~1 ms more when it is
+    # not cached (10M, R 2,400, evicted: p50 27.5 ms instead of 171 ms on this host), ~1 ms more when it is
     ivf_prefetch: bool = True
     ivf_scratch_dir: str | None = None  # where an unsaved IVF-PQ index keeps its vector file (None: the temp dir)
 

@@ -149,7 +149,7 @@ class RerankVectors:
 
         ``prefetch``: first tell the kernel every page about to be read (``madvise(WILLNEED)`` on this
         mapping, :func:`page_ranges`), so the pages not in the page cache are read concurrently rather
-        than one fault at a time. 10M vectors, R 2,400, file evicted: p50 24 ms instead of 163 ms on this
+        than one fault at a time. 10M vectors, R 2,400, file evicted: p50 27.5 ms instead of 171 ms on this
         host's virtio disk; ~1 ms more when every row is cached (docs/scaling.md).
         """
         if not len(rows):
