@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _check_corpus(cls, value: object) -> object:
+        if isinstance(value, str) and "://" in value:  # a URL would become a mangled path and fail later
+            raise ValueError("must be a folder or a manifest CSV; the service does not list a DICOMweb server yet: "
+                             "build that index with `radclip index dicomweb+http://HOST:PORT/dicom-web` (evaluation and "
+                             "offline search) and point RADCLIP_CORPUS at a folder")  # fmt: skip
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, value: str | None) -> str | None:

@@ -45,6 +45,7 @@ def test_fixed_env_names_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         ("RADCLIP_REDIS_URL", "127.0.0.1:6379", "redis://"),
         ("RADCLIP_MAX_UPLOAD_MB", "-1", "RADCLIP_MAX_UPLOAD_MB"),
         ("RADCLIP_DEVICE", "tpu", "RADCLIP_DEVICE"),
+        ("RADCLIP_CORPUS", "dicomweb+http://127.0.0.1:8042/dicom-web", "does not list a DICOMweb server yet"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str) -> None:
