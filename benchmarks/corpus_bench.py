@@ -103,7 +103,7 @@ def on_ray(records: list, args: argparse.Namespace, work: Path) -> dict:  # type
     loaded = IndexStore(work / "ray").load(report.open.key)
     vecs, ids = loaded.index.vectors_and_ids()  # type: ignore[union-attr]
     return {"cluster_start_s": round(cluster_s, 2), "build_s": round(secs, 2), "images": len(records),
-            "embedded": report.open.embedded, "quarantined": len(report.quarantined), "actors": args.actors,
+            "embedded": report.open.embedded, "quarantined": len(report.open.quarantine), "actors": args.actors,
             "cpus": args.cpus, "shard_size": args.shard_size, "images_per_s": round(len(records) / secs, 3),
             "first_shard_s": round(first - t0, 2) if first else None,
             "_vectors": vecs[np.argsort(ids)]}  # fmt: skip

@@ -51,6 +51,7 @@ DRIVER = textwrap.dedent("""
 def _corpus(folder: Path) -> Path:
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(N_GOOD):
         rng = np.random.default_rng(100 + i)
         Image.fromarray((rng.random((64, 64)) * 255).astype("uint8"), mode="L").save(
@@ -112,7 +113,6 @@ def test_killed_driver_resumes_and_matches_single_process(cluster: LocalRayClust
     from radclip.models.tiny_artifacts import write_tiny_clip
 
     weights = write_tiny_clip(tmp_path)
-    (tmp_path / "corpus").mkdir()
     corpus = _corpus(tmp_path / "corpus")
     records = records_from_folder(corpus)
     assert len(records) == N_GOOD + 2
@@ -250,7 +250,6 @@ def test_source_down_inside_an_actor_stops_the_build_with_its_message(cluster: L
     from radclip.models.tiny_artifacts import write_tiny_clip
 
     weights = write_tiny_clip(tmp_path)
-    (tmp_path / "corpus").mkdir()
     corpus = _corpus(tmp_path / "corpus")
     script = tmp_path / "down_driver.py"
     script.write_text(DOWN_DRIVER)

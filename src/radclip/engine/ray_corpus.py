@@ -29,7 +29,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from radclip.engine.study_index import (
     _cancelled,
     content_tag,
     default_load_fn,
+    quarantine_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,6 @@ class RayBuildReport:
     shards_reused: int = 0  # valid shards found from an earlier (interrupted) run and skipped
     shards_written: int = 0
     processed_now: int = 0  # images sent through the Ray pipeline in this run (embedded or quarantined)
-    quarantined: list[Quarantined] = field(default_factory=list)
     ray_seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -99,8 +99,8 @@ class RayBuildReport:
         return {"key": o.key.slug, "loaded": o.loaded, "reason": o.reason, "embedded": o.embedded, "live": o.live,
                 "kind": o.kind, "seconds": round(o.seconds, 2), "shards_total": self.shards_total,
                 "shards_reused": self.shards_reused, "shards_written": self.shards_written,
-                "processed_now": self.processed_now, "quarantined": len(self.quarantined),
-                "quarantine": [asdict(q) for q in self.quarantined], "ray_seconds": round(self.ray_seconds, 2)}  # fmt: skip
+                "processed_now": self.processed_now, "quarantined": len(o.quarantine), "quarantine": o.quarantine,
+                "ray_seconds": round(self.ray_seconds, 2)}  # fmt: skip
 
 
 # -- shards on disk ------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class EmbedActor:
             except ImageSourceDown:
                 raise  # the job fails; the shards already written are kept for the rerun
             except Exception as exc:  # quarantine: one bad file never stops the job
-                reasons[i] = f"{type(exc).__name__}: {exc}"[:500]
+                reasons[i] = quarantine_reason(exc)
         vectors = np.zeros((len(paths), self.embedder.dim), np.float32)
         if tensors:
             vectors[ok] = l2_normalise(np.asarray(self.embedder.encode_images(np.stack(tensors)), np.float32))
@@ -352,7 +352,6 @@ class _ShardedStudyIndex(StudyIndex):
                     vecs.append(data.vectors[row[r.image_key]])
                 else:
                     out.failed.append(r.study_id)
-            self.ray_report.quarantined.extend(data.quarantined)
             out.quarantine.extend(asdict(q) for q in data.quarantined)
         if vecs:
             out.vectors = np.stack(vecs)

@@ -114,10 +114,13 @@ def snapshot_of(records: Sequence[StudyRecord]) -> str:
     return h.hexdigest()
 
 
-def quarantine_entry(r: StudyRecord, exc: BaseException) -> dict[str, str]:
+def quarantine_reason(exc: BaseException) -> str:
     """Why one image was left out of the index: ``"<ErrorType>: <message>"`` (bounded)."""
-    reason = f"{type(exc).__name__}: {exc}"[:500]
-    return {"study_id": r.study_id, "image_path": r.image_path, "reason": reason}
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def quarantine_entry(r: StudyRecord, exc: BaseException) -> dict[str, str]:
+    return {"study_id": r.study_id, "image_path": r.image_path, "reason": quarantine_reason(exc)}
 
 
 def default_load_fn(size: int = 224) -> Callable[[str], np.ndarray]:
